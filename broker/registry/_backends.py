@@ -1,0 +1,212 @@
+"""The two database backends behind the registry: SQLite (aiosqlite) and PostgreSQL (asyncpg).
+
+A backend only runs SQL inside transactions; the registry's queries are written once with `?` placeholders
+and the PostgreSQL backend rewrites them to `$1, $2, ...`. Library errors become `RegistryConflict` (a
+uniqueness rule refused a write) or `RegistryUnavailable` (cannot connect) here, at the boundary.
+
+SQLite: one connection per registry, WAL journal and a busy timeout so that several processes can share a
+file; every step starts with `BEGIN IMMEDIATE`, which takes the database's write lock up front, so a
+read-modify-write step is atomic across processes too. Tasks of one process take turns on the connection
+through an asyncio lock.
+
+PostgreSQL: a connection pool; each step is one transaction, and read-modify-write steps lock their row
+(`SELECT ... FOR UPDATE`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import sqlite3
+from abc import ABC, abstractmethod
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any, Protocol
+
+import aiosqlite
+import asyncpg
+
+from ._interface import RegistryConflict, RegistryUnavailable
+
+__all__ = ["Backend", "PostgresBackend", "SqliteBackend", "Tx"]
+
+Row = dict[str, Any]
+
+
+class Tx(Protocol):
+    """SQL access inside one transaction."""
+
+    async def execute(self, sql: str, *args: Any) -> None:
+        """Run a statement."""
+        ...
+
+    async def fetchone(self, sql: str, *args: Any) -> Row | None:
+        """Run a query; its first row or None."""
+        ...
+
+    async def fetchall(self, sql: str, *args: Any) -> list[Row]:
+        """Run a query; all its rows."""
+        ...
+
+
+class Backend(ABC):
+    """A database the registry runs its SQL on."""
+
+    dialect: str
+    #: Appended to a SELECT that must lock its row until the transaction ends (empty where the whole database
+    #: is locked by the transaction anyway).
+    for_update: str = ""
+
+    @abstractmethod
+    def transaction(self) -> Any:
+        """`async with backend.transaction() as tx:` — commit on exit, roll back on an exception."""
+
+    @abstractmethod
+    async def close(self) -> None:
+        """Release connections."""
+
+
+class _SqliteTx:
+    def __init__(self, conn: aiosqlite.Connection) -> None:
+        self._conn = conn
+
+    async def execute(self, sql: str, *args: Any) -> None:
+        try:
+            await self._conn.execute(sql, args)
+        except sqlite3.IntegrityError as exc:
+            raise RegistryConflict(str(exc)) from exc
+
+    async def fetchone(self, sql: str, *args: Any) -> Row | None:
+        rows = await self.fetchall(sql, *args)
+        return rows[0] if rows else None
+
+    async def fetchall(self, sql: str, *args: Any) -> list[Row]:
+        try:
+            async with self._conn.execute(sql, args) as cursor:
+                rows = await cursor.fetchall()
+        except sqlite3.IntegrityError as exc:
+            raise RegistryConflict(str(exc)) from exc
+        return [dict(row) for row in rows]
+
+
+class SqliteBackend(Backend):
+    """A SQLite file (or `:memory:`) through aiosqlite."""
+
+    dialect = "sqlite"
+
+    def __init__(self, conn: aiosqlite.Connection, path: str) -> None:
+        self._conn = conn
+        self._path = path
+        self._lock = asyncio.Lock()
+
+    @classmethod
+    async def open(cls, path: str, *, busy_timeout_ms: int = 10_000) -> SqliteBackend:
+        """Open (creating) the database file with WAL and a busy timeout."""
+        try:
+            # isolation_level=None: no implicit transactions; this class issues BEGIN/COMMIT itself.
+            conn = await aiosqlite.connect(path, isolation_level=None)
+        except sqlite3.Error as exc:
+            raise RegistryUnavailable(f"cannot open SQLite database {path!r}: {exc}") from exc
+        conn.row_factory = aiosqlite.Row
+        await conn.execute(f"PRAGMA busy_timeout = {int(busy_timeout_ms)}")
+        if path != ":memory:":
+            await conn.execute("PRAGMA journal_mode = WAL")
+            await conn.execute("PRAGMA synchronous = NORMAL")
+        await conn.execute("PRAGMA foreign_keys = ON")
+        return cls(conn, path)
+
+    @asynccontextmanager
+    async def transaction(self) -> AsyncIterator[Tx]:
+        async with self._lock:
+            await self._conn.execute("BEGIN IMMEDIATE")
+            try:
+                yield _SqliteTx(self._conn)
+            except BaseException:
+                # Shielded: a cancelled caller must not leave the shared connection inside a transaction.
+                await asyncio.shield(self._conn.execute("ROLLBACK"))
+                raise
+            else:
+                await asyncio.shield(self._conn.execute("COMMIT"))
+
+    async def close(self) -> None:
+        await self._conn.close()
+
+    def __repr__(self) -> str:
+        return f"SqliteBackend({self._path!r})"
+
+
+@functools.lru_cache(maxsize=512)
+def _pg_sql(sql: str) -> str:
+    """`?` placeholders → `$1, $2, ...` (the registry's SQL has no `?` inside string literals)."""
+    parts = sql.split("?")
+    out = [parts[0]]
+    for n, part in enumerate(parts[1:], start=1):
+        out.append(f"${n}{part}")
+    return "".join(out)
+
+
+class _PgTx:
+    def __init__(self, conn: asyncpg.Connection) -> None:
+        self._conn = conn
+
+    async def execute(self, sql: str, *args: Any) -> None:
+        try:
+            await self._conn.execute(_pg_sql(sql), *args)
+        except asyncpg.UniqueViolationError as exc:
+            raise RegistryConflict(str(exc)) from exc
+
+    async def fetchone(self, sql: str, *args: Any) -> Row | None:
+        try:
+            row = await self._conn.fetchrow(_pg_sql(sql), *args)
+        except asyncpg.UniqueViolationError as exc:
+            raise RegistryConflict(str(exc)) from exc
+        return None if row is None else dict(row)
+
+    async def fetchall(self, sql: str, *args: Any) -> list[Row]:
+        try:
+            rows = await self._conn.fetch(_pg_sql(sql), *args)
+        except asyncpg.UniqueViolationError as exc:
+            raise RegistryConflict(str(exc)) from exc
+        return [dict(row) for row in rows]
+
+
+class PostgresBackend(Backend):
+    """A PostgreSQL database through an asyncpg pool."""
+
+    dialect = "postgresql"
+    for_update = " FOR UPDATE"
+
+    def __init__(self, pool: asyncpg.Pool, dsn_for_repr: str) -> None:
+        self._pool = pool
+        self._dsn = dsn_for_repr
+
+    @classmethod
+    async def open(cls, dsn: str, *, pool_size: int = 10, timeout_s: float = 10.0) -> PostgresBackend:
+        """Connect a pool to `dsn`."""
+        shown = _redact_dsn(dsn)
+        try:
+            pool = await asyncpg.create_pool(dsn, min_size=1, max_size=pool_size, timeout=timeout_s)
+        except (TimeoutError, OSError, asyncpg.PostgresError) as exc:
+            raise RegistryUnavailable(f"cannot connect to PostgreSQL at {shown}: {exc}") from exc
+        return cls(pool, shown)
+
+    @asynccontextmanager
+    async def transaction(self) -> AsyncIterator[Tx]:
+        async with self._pool.acquire() as conn, conn.transaction():
+            yield _PgTx(conn)
+
+    async def close(self) -> None:
+        await self._pool.close()
+
+    def __repr__(self) -> str:
+        return f"PostgresBackend({self._dsn!r})"
+
+
+def _redact_dsn(dsn: str) -> str:
+    """The DSN without a password, for messages and reprs."""
+    scheme, sep, rest = dsn.partition("://")
+    if not sep or "@" not in rest:
+        return dsn
+    creds, _, host = rest.rpartition("@")
+    user = creds.split(":", 1)[0]
+    return f"{scheme}://{user}:***@{host}" if ":" in creds else dsn
