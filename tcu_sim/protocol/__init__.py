@@ -6,7 +6,21 @@ logs and counts.
 
 from __future__ import annotations
 
+from ._envelope import (
+    CLOUD,
+    KeySet,
+    MessageType,
+    PublicKey,
+    SeqGuard,
+    Signer,
+    SigningKey,
+    Verified,
+    Verifier,
+    b64url_decode,
+    b64url_encode,
+)
 from ._errors import ProtocolError, RefusalReason
+from ._json import decode_json, encode_json
 from ._models import (
     COMMAND_PARAMS,
     EVENT_REQUIRED_FIELDS,
@@ -52,11 +66,21 @@ from ._models import (
     format_validation_error,
     parse_body,
 )
-from ._vin import generate_vin, has_valid_check_digit, is_valid_vin, validate_vin, vin_check_digit
+from ._topics import ConnectionState, ParsedTopic, TopicKind, TopicRoot, Topics, check_topic_level
+from ._vin import (
+    VIN_ALPHABET,
+    generate_vin,
+    has_valid_check_digit,
+    is_valid_vin,
+    validate_vin,
+    vin_check_digit,
+)
 
 __all__ = [
+    "CLOUD",
     "COMMAND_PARAMS",
     "EVENT_REQUIRED_FIELDS",
+    "VIN_ALPHABET",
     "AppError",
     "AppRequest",
     "AppResponse",
@@ -68,6 +92,7 @@ __all__ = [
     "CommandResult",
     "CommandState",
     "ConnectionInfo",
+    "ConnectionState",
     "ControlAction",
     "ControlMessage",
     "DoorName",
@@ -81,23 +106,40 @@ __all__ = [
     "Health",
     "HonkMode",
     "HonkParams",
+    "KeySet",
+    "MessageType",
     "NotifyParams",
     "OnOff",
     "ParkingPosition",
+    "ParsedTopic",
     "Position",
     "PrivacyMode",
     "ProtocolError",
+    "PublicKey",
     "PushEvent",
     "PushEventType",
     "RefusalReason",
     "RejectReason",
     "ResultState",
+    "SeqGuard",
+    "Signer",
+    "SigningKey",
     "StatusSnapshot",
+    "TopicKind",
+    "TopicRoot",
+    "Topics",
     "VentilationParams",
+    "Verified",
+    "Verifier",
     "WindowName",
     "WindowState",
     "Windows",
+    "b64url_decode",
+    "b64url_encode",
+    "check_topic_level",
     "command_params",
+    "decode_json",
+    "encode_json",
     "format_validation_error",
     "generate_vin",
     "has_valid_check_digit",
