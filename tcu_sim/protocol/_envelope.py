@@ -213,6 +213,13 @@ class SigningKey:
         return cls(kid, Ed25519PrivateKey.generate())
 
     @classmethod
+    def from_private_bytes(cls, raw: bytes, kid: str) -> SigningKey:
+        """From the 32-byte raw private key (RFC 8032 seed): for fixed test and documentation keys."""
+        if not isinstance(raw, bytes) or len(raw) != _KEY_LEN:
+            raise _malformed(f"key {kid!r}: an Ed25519 private key is {_KEY_LEN} raw bytes")
+        return cls(kid, Ed25519PrivateKey.from_private_bytes(raw))
+
+    @classmethod
     def from_private_pem(cls, data: bytes, kid: str) -> SigningKey:
         """From an unencrypted PKCS#8 PEM (what `private_pem()` writes)."""
         try:
@@ -475,8 +482,10 @@ class Verifier:
 
         # 2. structure: three non-empty base64url segments
         parts = raw.split(b".")
-        if len(parts) != 3 or not all(parts):
-            raise _malformed("token must be three non-empty base64url segments joined by '.'")
+        # An empty signature is left to the signature check, so that an unsigned ("alg": "none") token is
+        # refused as BAD_SIGNATURE however it is spelled.
+        if len(parts) != 3 or not parts[0] or not parts[1]:
+            raise _malformed("token must be three base64url segments joined by '.'")
         header_b64, payload_b64, signature_b64 = parts
 
         # 3. header: exactly alg, kid, typ (a sender's headers repeat, so each is decoded once)

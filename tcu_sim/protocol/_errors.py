@@ -32,13 +32,18 @@ class RefusalReason(StrEnum):
 class ProtocolError(Exception):
     """Bad input on the wire: `reason` says which check refused it, `detail` what was wrong and where.
 
-    The detail never carries secret material (keys, tokens, passwords): only names, sizes and positions.
+    The detail never carries secret material (keys, tokens, passwords): only names, sizes and positions. It is
+    at most `MAX_DETAIL` characters, so that it always fits the `detail` of a result or an event.
     """
+
+    MAX_DETAIL = 1000
 
     reason: RefusalReason
     detail: str
 
     def __init__(self, reason: RefusalReason, detail: str) -> None:
+        if len(detail) > self.MAX_DETAIL:
+            detail = detail[: self.MAX_DETAIL - 1] + "…"
         super().__init__(reason, detail)
         self.reason = reason
         self.detail = detail

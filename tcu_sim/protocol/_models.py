@@ -80,7 +80,8 @@ M = TypeVar("M", bound=BaseModel)
 # Enum fields accept their string value even though the models are strict (JSON carries enums as strings).
 _LAX = Strict(False)
 _ID_MAX = 128
-_TEXT_MAX = 1000
+_TEXT_MAX = 1000  # == ProtocolError.MAX_DETAIL: a refusal's detail always fits a result's detail
+_ERRORS_SHOWN = 5
 
 
 # --------------------------------------------------------------------------------------------------- enums
@@ -664,10 +665,13 @@ class ControlMessage(_Model):
 
 def format_validation_error(exc: ValidationError, where: str = "body") -> str:
     """One line per problem, `<where>.<loc>: <message>`, without echoing the input (it may hold secrets)."""
+    errors = exc.errors(include_url=False, include_input=False, include_context=False)
     parts = []
-    for error in exc.errors(include_url=False, include_input=False, include_context=False):
+    for error in errors[:_ERRORS_SHOWN]:
         loc = ".".join(str(p) for p in (where, *error["loc"]) if p != "")
         parts.append(f"{loc}: {error['msg']}")
+    if len(errors) > _ERRORS_SHOWN:
+        parts.append(f"and {len(errors) - _ERRORS_SHOWN} more")
     return "; ".join(parts)
 
 
