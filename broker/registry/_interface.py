@@ -140,6 +140,11 @@ class Registry(Protocol):
         """Keep a car's verified status; one older (`updated_at`) than the stored one is ignored (False)."""
         ...
 
+    async def record_privacy(self, vin: str, privacy_mode: str, at: float) -> bool:
+        """Keep a privacy change the car announced at `at` (an event); ignored (False) when the stored status
+        is newer."""
+        ...
+
     async def set_vehicle_online(self, vin: str, online: bool) -> None:
         """Keep the car's connection state (`tcu/{vin}/connection`)."""
         ...

@@ -284,6 +284,18 @@ class SqlRegistry:
             )
         return row is not None
 
+    async def record_privacy(self, vin: str, privacy_mode: str, at: float) -> bool:
+        async with self._db.transaction() as tx:
+            row = await tx.fetchone(
+                "INSERT INTO vehicle_state (vin, privacy_mode, updated_at) VALUES (?, ?, ?)"
+                " ON CONFLICT (vin) DO UPDATE SET privacy_mode = excluded.privacy_mode,"
+                " updated_at = excluded.updated_at"
+                " WHERE vehicle_state.updated_at IS NULL OR vehicle_state.updated_at <= excluded.updated_at"
+                " RETURNING vin",
+                vin, privacy_mode, at,
+            )
+        return row is not None
+
     async def set_vehicle_online(self, vin: str, online: bool) -> None:
         async with self._db.transaction() as tx:
             await tx.execute(
