@@ -168,9 +168,7 @@ class PublicKey:
 
     def public_pem(self) -> bytes:
         """SubjectPublicKeyInfo PEM."""
-        return self._key.public_bytes(
-            serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
-        )
+        return self._key.public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
 
     @property
     def raw(self) -> bytes:
@@ -357,8 +355,7 @@ class Signer:
         self.clock = clock
         self.ttl_s = ttl_s
         self._headers: dict[MessageType, bytes] = {
-            typ: b64url_encode(encode_json({"alg": ALG, "kid": key.kid, "typ": typ.value}))
-            for typ in MessageType
+            typ: b64url_encode(encode_json({"alg": ALG, "kid": key.kid, "typ": typ.value})) for typ in MessageType
         }
 
     def sign(
@@ -454,7 +451,7 @@ class Verifier:
 
     def verify(
         self,
-        token: bytes | str,
+        token: bytes | bytearray | memoryview | str,
         *,
         typ: MessageType,
         issuer: str | None = None,
@@ -517,9 +514,7 @@ class Verifier:
         if b64url_encode(signature) != signature_b64:
             raise ProtocolError(RefusalReason.BAD_SIGNATURE, "signature is not canonical base64url")
         if not key.verify_signature(signature, raw[: len(header_b64) + 1 + len(payload_b64)]):
-            raise ProtocolError(
-                RefusalReason.BAD_SIGNATURE, f"signature does not verify with kid {header_kid!r}"
-            )
+            raise ProtocolError(RefusalReason.BAD_SIGNATURE, f"signature does not verify with kid {header_kid!r}")
 
         # 6. claims
         claims = decode_json(b64url_decode(payload_b64, "payload"), max_bytes=self.max_bytes)
@@ -552,20 +547,14 @@ class Verifier:
         if message_type is not typ:
             raise ProtocolError(RefusalReason.WRONG_TYPE, f"typ {header_typ[:40]!r}, expected {typ.value!r}")
         if aud != self.audience:
-            raise ProtocolError(
-                RefusalReason.WRONG_AUDIENCE, f"aud {aud[:_ID_MAX]!r}, expected {self.audience!r}"
-            )
+            raise ProtocolError(RefusalReason.WRONG_AUDIENCE, f"aud {aud[:_ID_MAX]!r}, expected {self.audience!r}")
         if issuer is not None and iss != issuer:
             raise ProtocolError(RefusalReason.WRONG_ISSUER, f"iss {iss[:_ID_MAX]!r}, expected {issuer!r}")
         now = self.clock.now()
         if exp < now - self.skew_s:
-            raise ProtocolError(
-                RefusalReason.EXPIRED, f"expired at {exp}, now {now:.3f}, skew {self.skew_s}s"
-            )
+            raise ProtocolError(RefusalReason.EXPIRED, f"expired at {exp}, now {now:.3f}, skew {self.skew_s}s")
         if iat > now + self.skew_s:
-            raise ProtocolError(
-                RefusalReason.NOT_YET_VALID, f"issued at {iat}, now {now:.3f}, skew {self.skew_s}s"
-            )
+            raise ProtocolError(RefusalReason.NOT_YET_VALID, f"issued at {iat}, now {now:.3f}, skew {self.skew_s}s")
         return Verified(message_type, header_kid, iss, aud, iat, exp, jti, seq, body)
 
     def __repr__(self) -> str:

@@ -92,7 +92,10 @@ def _check_strings_encodable(value: Any) -> None:
 
 
 def decode_json(
-    data: bytes | str, *, max_bytes: int = DEFAULT_MAX_BYTES, max_depth: int = DEFAULT_MAX_DEPTH
+    data: bytes | bytearray | memoryview | str,
+    *,
+    max_bytes: int = DEFAULT_MAX_BYTES,
+    max_depth: int = DEFAULT_MAX_DEPTH,
 ) -> Any:
     """Decode one JSON text; any problem with it is a ProtocolError (MALFORMED, or TOO_LARGE)."""
     if isinstance(data, str):

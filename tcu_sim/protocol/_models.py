@@ -556,9 +556,7 @@ def _reason_from_str(value: Any) -> Any:
                 return enum(value)
             except ValueError:
                 pass
-        raise PydanticCustomError(
-            "result_reason", "unknown result reason {value}", {"value": repr(value[:64])}
-        )
+        raise PydanticCustomError("result_reason", "unknown result reason {value}", {"value": repr(value[:64])})
     return value
 
 
@@ -678,9 +676,7 @@ def format_validation_error(exc: ValidationError, where: str = "body") -> str:
 def parse_body(model: type[M], body: Mapping[str, Any], *, where: str = "body") -> M:
     """Validate a decoded message body as `model`; any problem → ProtocolError(MALFORMED, "<loc>: <msg>")."""
     if not isinstance(body, Mapping):
-        raise ProtocolError(
-            RefusalReason.MALFORMED, f"{where}: must be a JSON object, got {type(body).__name__}"
-        )
+        raise ProtocolError(RefusalReason.MALFORMED, f"{where}: must be a JSON object, got {type(body).__name__}")
     try:
         return model.model_validate(body)
     except ValidationError as exc:

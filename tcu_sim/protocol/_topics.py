@@ -104,9 +104,7 @@ def check_topic_level(value: str, what: str = "topic level") -> str:
         shown = ", ".join(sorted(repr(c) for c in bad))
         raise ProtocolError(RefusalReason.BAD_TOPIC, f"{what} {value[:64]!r} contains {shown}")
     if not value.isprintable():
-        raise ProtocolError(
-            RefusalReason.BAD_TOPIC, f"{what} {value[:64]!r} contains a non-printable character"
-        )
+        raise ProtocolError(RefusalReason.BAD_TOPIC, f"{what} {value[:64]!r} contains a non-printable character")
     return value
 
 
@@ -211,14 +209,10 @@ class Topics:
     def parse(self, topic: str) -> ParsedTopic:
         """What `topic` is about; ProtocolError BAD_TOPIC when it is none of ours, BAD_VIN for a bad VIN."""
         if not isinstance(topic, str):
-            raise ProtocolError(
-                RefusalReason.BAD_TOPIC, f"topic must be a string, got {type(topic).__name__}"
-            )
+            raise ProtocolError(RefusalReason.BAD_TOPIC, f"topic must be a string, got {type(topic).__name__}")
         if self._prefix:
             if not topic.startswith(self._prefix):
-                raise ProtocolError(
-                    RefusalReason.BAD_TOPIC, f"topic {topic[:128]!r} lacks prefix {self.prefix!r}"
-                )
+                raise ProtocolError(RefusalReason.BAD_TOPIC, f"topic {topic[:128]!r} lacks prefix {self.prefix!r}")
             topic = topic[len(self._prefix) :]
         levels = topic.split("/")
         if len(levels) != 3:
