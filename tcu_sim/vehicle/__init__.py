@@ -16,15 +16,21 @@ from __future__ import annotations
 
 from ._catalogue import Capabilities, EnrolmentMethod, Equipment, VehicleModel, capabilities, valid_equipment
 from ._errors import ControlRefused, InvalidCommand, InvalidControl, UnsupportedConfiguration, VehicleError
+from ._vehicle import BATTERY_LOW_V, IDLE_TICK_S, MAX_NOTIFICATIONS, Outcome, Vehicle
 
 __all__ = [
+    "BATTERY_LOW_V",
+    "IDLE_TICK_S",
+    "MAX_NOTIFICATIONS",
     "Capabilities",
     "ControlRefused",
     "EnrolmentMethod",
     "Equipment",
     "InvalidCommand",
     "InvalidControl",
+    "Outcome",
     "UnsupportedConfiguration",
+    "Vehicle",
     "VehicleError",
     "VehicleModel",
     "capabilities",
