@@ -1,0 +1,177 @@
+"""Bring a whole fleet up: one `TcuSession` per car, all driven by one `LinkPool` on one event loop."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import ssl
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+import structlog
+
+from tcu_sim.clock import Clock
+from tcu_sim.fleet._expand import CarSpec
+from tcu_sim.fleet._state import StateDir
+from tcu_sim.protocol import KeySet, Topics
+from tcu_sim.transport import Backoff, BrokerAddress, LinkPool, SeqStore, TcuConfig, TcuSession
+from tcu_sim.vehicle import Vehicle
+
+__all__ = ["BrokerUrl", "FleetRunner", "car_tls_context", "parse_broker_url"]
+
+log = structlog.get_logger("tcu_sim.fleet")
+
+
+@dataclass(frozen=True, slots=True)
+class BrokerUrl:
+    """A parsed `mqtt://host:port` or `mqtts://host:port` broker address."""
+
+    host: str
+    port: int
+    tls: bool
+
+    def __str__(self) -> str:
+        return f"{'mqtts' if self.tls else 'mqtt'}://{self.host}:{self.port}"
+
+
+def parse_broker_url(url: str) -> BrokerUrl:
+    """Parse a broker URL; raises ValueError naming what is wrong."""
+    parts = urlsplit(url)
+    if parts.scheme not in ("mqtt", "mqtts", "tcp", "ssl"):
+        raise ValueError(f"broker URL {url!r}: scheme must be mqtt:// or mqtts://")
+    if not parts.hostname:
+        raise ValueError(f"broker URL {url!r}: no host")
+    tls = parts.scheme in ("mqtts", "ssl")
+    try:
+        port = parts.port or (8883 if tls else 1883)
+    except ValueError as exc:
+        raise ValueError(f"broker URL {url!r}: bad port") from exc
+    return BrokerUrl(parts.hostname, port, tls)
+
+
+def car_tls_context(ca_cert: Path, cert: Path, key: Path) -> ssl.SSLContext:
+    """A client TLS context presenting a car's certificate and trusting only the fleet CA."""
+    context = ssl.create_default_context(ssl.Purpose.SERVER_AUTH, cafile=str(ca_cert))
+    context.load_cert_chain(str(cert), str(key))
+    return context
+
+
+@dataclass(slots=True)
+class FleetStats:
+    """Fleet-wide figures for the live view and the benchmark."""
+
+    started_at: float = 0.0
+    all_online_after_s: float | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+class FleetRunner:
+    """Runs every car of `cars` against one broker until the context exits.
+
+    runner = FleetRunner(cars, state=StateDir(".tcu-sim/demo"), broker=parse_broker_url(url), clock=clock)
+    async with runner as fleet:
+        await fleet.wait_all_online(timeout=30)
+    """
+
+    def __init__(
+        self,
+        cars: Sequence[CarSpec],
+        *,
+        state: StateDir,
+        broker: BrokerUrl,
+        clock: Clock,
+        topic_prefix: str = "",
+        tls_for: Callable[[str], ssl.SSLContext | None] | None = None,
+        backoff: Backoff | None = None,
+        max_concurrent_handshakes: int = 32,
+        on_event: Callable[[str, dict[str, Any]], None] | None = None,
+        keepalive_s: int = 60,
+    ) -> None:
+        self.cars = list(cars)
+        self.state = state
+        self.broker = broker
+        self.clock = clock
+        self.topics = Topics(topic_prefix)
+        self._tls_for = tls_for or (self._pki_tls if broker.tls else (lambda _vin: None))
+        self._backoff = backoff or Backoff()
+        self._pool = LinkPool(max_concurrent_handshakes=max_concurrent_handshakes)
+        self._on_event = on_event
+        self._keepalive_s = keepalive_s
+        self.sessions: dict[str, TcuSession] = {}
+        self.stats = FleetStats()
+        self._tasks: list[asyncio.Task[None]] = []
+
+    def __repr__(self) -> str:
+        online = sum(1 for s in self.sessions.values() if s.online)
+        return f"FleetRunner(cars={len(self.cars)}, online={online}, broker={self.broker})"
+
+    def _pki_tls(self, vin: str) -> ssl.SSLContext:
+        from broker.pki import FleetPKI  # the fleet PKI lives with the broker set-up
+
+        pki = FleetPKI(self.state.pki_dir)
+        paths = pki.paths(vin)
+        return car_tls_context(pki.ca_cert_path, paths.cert, paths.key)
+
+    async def __aenter__(self) -> FleetRunner:
+        await self._pool.__aenter__()
+        cloud_keys = KeySet.load(self.state.cloud_jwks_path)
+        now = self.clock.now()
+        config_cache: dict[float, TcuConfig] = {}
+        for car in self.cars:
+            interval = car.status_interval_s
+            config = config_cache.get(interval)
+            if config is None:
+                config = TcuConfig(status_interval_s=interval, backoff=self._backoff, topics=self.topics)
+                config_cache[interval] = config
+            rng = car.rng()
+            vehicle = Vehicle.new(car.vin, car.model, car.equipment, car.home, rng, now=now)
+            session = TcuSession(
+                vehicle,
+                signing_key=self.state.load_car_key(car.vin),
+                cloud_keys=cloud_keys,
+                clock=self.clock,
+                rng=rng,
+                seq_store=SeqStore(self.state.seq_path(car.vin)),
+                config=config,
+                tls=self._tls_for(car.vin),
+                on_event=self._on_event,
+            )
+            self.sessions[car.vin] = session
+        address = BrokerAddress(self.broker.host, self.broker.port, keepalive_s=self._keepalive_s)
+        self.stats.started_at = time.monotonic()
+        for vin, session in self.sessions.items():
+            self._tasks.append(asyncio.create_task(session.run(self._pool, address), name=f"tcu[{vin}]"))
+        log.info("fleet started", cars=len(self.sessions), broker=str(self.broker))
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        self._tasks.clear()
+        await self._pool.__aexit__(None, None, None)
+        log.info("fleet stopped", cars=len(self.sessions))
+
+    @property
+    def online_count(self) -> int:
+        return sum(1 for s in self.sessions.values() if s.online)
+
+    async def wait_all_online(self, timeout: float) -> float:
+        """Wait until every car is connected; returns the seconds since start. Raises TimeoutError naming how many."""
+        try:
+            async with asyncio.timeout(timeout):
+                for session in self.sessions.values():
+                    await session.wait_online(timeout)
+        except TimeoutError:
+            raise TimeoutError(
+                f"{len(self.sessions) - self.online_count} of {len(self.sessions)} cars not online after {timeout}s"
+            ) from None
+        elapsed = time.monotonic() - self.stats.started_at
+        self.stats.all_online_after_s = elapsed
+        return elapsed

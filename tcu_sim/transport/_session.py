@@ -1,0 +1,416 @@
+"""A car's telematics unit on the network: its MQTT session, signed messages, command handling and outbox.
+
+Lifecycle of one `TcuSession`:
+- connect with client id = VIN, a retained last will `offline` on `tcu/{vin}/connection`, and a persistent session
+  (so commands sent while the car is offline wait at the broker); on CONNACK publish retained `online`, subscribe to
+  `tcu/{vin}/commands` and `sim/{vin}/control`, send a fresh status and then everything in the outbox;
+- while connected, publish a status on every change and every `status_interval_s`, and an event for every change
+  the vehicle reports;
+- verify every command (pinned cloud key, `aud` = own VIN, `exp` by the car's own clock, `seq` above the last
+  accepted one, persisted) and answer with signed results: `accepted` then `succeeded` / `failed`, or `rejected`
+  with the reason — a refused command changes nothing;
+- on a lost connection, keep what could not be sent in the outbox and reconnect with capped exponential backoff and
+  full jitter.
+
+The decisions (what a command does to the car) are the pure `tcu_sim.vehicle.Vehicle`; this module only moves
+signed bytes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import contextlib
+import random
+import ssl
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+import structlog
+from pydantic import BaseModel
+
+from tcu_sim.clock import Clock
+from tcu_sim.protocol import (
+    CLOUD,
+    Command,
+    CommandResult,
+    ControlMessage,
+    Event,
+    KeySet,
+    MessageType,
+    ProtocolError,
+    RefusalReason,
+    RejectReason,
+    ResultState,
+    Signer,
+    SigningKey,
+    Topics,
+    Verifier,
+    command_params,
+    decode_json,
+    parse_body,
+)
+from tcu_sim.transport._backoff import Backoff
+from tcu_sim.transport._link import BrokerAddress, LinkCallbacks, LinkPool, MqttLink
+from tcu_sim.transport._outbox import Outbox, OutboxEntry
+from tcu_sim.transport._seqstore import SeqStore
+from tcu_sim.vehicle import Vehicle, VehicleError
+
+__all__ = ["UNKNOWN_COMMAND_ID", "SessionStats", "TcuConfig", "TcuSession"]
+
+UNKNOWN_COMMAND_ID = "unknown"  # in a `rejected` result when the refused command carried no readable id
+
+log = structlog.get_logger("tcu_sim.tcu")
+
+_REJECT_REASONS: dict[RefusalReason, RejectReason] = {
+    RefusalReason.BAD_SIGNATURE: RejectReason.BAD_SIGNATURE,
+    RefusalReason.UNKNOWN_KEY: RejectReason.UNKNOWN_KEY,
+    RefusalReason.WRONG_AUDIENCE: RejectReason.WRONG_AUDIENCE,
+    RefusalReason.EXPIRED: RejectReason.EXPIRED,
+    RefusalReason.REPLAYED: RejectReason.REPLAYED,
+}
+
+
+@dataclass(frozen=True, slots=True)
+class TcuConfig:
+    """How one car's TCU behaves on the network."""
+
+    status_interval_s: float = 60.0
+    clock_skew_allowance_s: float = 30.0
+    message_ttl_s: float = 300.0
+    outbox_limit: int = 1000
+    backoff: Backoff = field(default_factory=Backoff)
+    topics: Topics = field(default_factory=Topics)
+
+
+@dataclass(slots=True)
+class SessionStats:
+    """Counters a test, the live view or the benchmark can read."""
+
+    connects: int = 0
+    disconnects: int = 0
+    published: int = 0
+    commands_accepted: int = 0
+    commands_rejected: int = 0
+    controls_refused: int = 0
+    last_disconnect_reason: str = ""
+    rejected_by_reason: dict[str, int] = field(default_factory=dict)
+
+
+class TcuSession:
+    """One simulated car's TCU: owns its vehicle model, keys, sequence numbers, outbox and MQTT link."""
+
+    def __init__(
+        self,
+        vehicle: Vehicle,
+        *,
+        signing_key: SigningKey,
+        cloud_keys: KeySet,
+        clock: Clock,
+        rng: random.Random,
+        seq_store: SeqStore,
+        config: TcuConfig | None = None,
+        tls: ssl.SSLContext | None = None,
+        on_event: Callable[[str, dict[str, Any]], None] | None = None,
+    ) -> None:
+        self.vehicle = vehicle
+        self.vin: str = vehicle.vin
+        self.clock = clock
+        self.rng = rng
+        self.config = config or TcuConfig()
+        self.seq = seq_store
+        self.outbox = Outbox(self.config.outbox_limit)
+        self.stats = SessionStats()
+        self._signer = Signer(signing_key, issuer=self.vin, clock=clock, ttl_s=self.config.message_ttl_s)
+        self._verifier = Verifier(
+            cloud_keys, audience=self.vin, clock=clock, skew_s=self.config.clock_skew_allowance_s
+        )
+        self._tls = tls
+        self._on_event = on_event
+        self._link: MqttLink | None = None
+        self._connected = asyncio.Event()
+        self._disconnected = asyncio.Event()
+        self._wake = asyncio.Event()
+        self._last_sent_revision = -1
+        self.signal_pct = 80
+        self._offline_until: float | None = None
+        t = self.config.topics
+        self._topic_status = t.status(self.vin)
+        self._topic_events = t.events(self.vin)
+        self._topic_results = t.results(self.vin)
+        self._topic_connection = t.connection(self.vin)
+        self._topic_commands = t.commands(self.vin)
+        self._topic_control = t.control(self.vin)
+        self._log = log.bind(vin=self.vin)
+
+    def __repr__(self) -> str:
+        state = "online" if self.online else "offline"
+        return f"TcuSession(vin={self.vin!r}, {state}, outbox={len(self.outbox)}, next_seq={self.seq!r})"
+
+    @property
+    def online(self) -> bool:
+        return self._link is not None and self._link.connected
+
+    # --- running -------------------------------------------------------------------------------------------------
+
+    async def run(self, pool: LinkPool, address: BrokerAddress) -> None:
+        """Connect, keep connected, and tick the vehicle until cancelled."""
+        self._link = pool.link(
+            self.vin,
+            LinkCallbacks(
+                on_connected=self._on_connected,
+                on_disconnected=self._on_disconnected,
+                on_message=self._on_message,
+                on_published=self._on_published,
+            ),
+            clean_session=False,
+            will=(self._topic_connection, b"offline"),
+            tls=self._tls,
+        )
+        try:
+            async with asyncio.TaskGroup() as tg:
+                tg.create_task(self._connection_loop(address), name=f"tcu[{self.vin}].connection")
+                tg.create_task(self._status_loop(), name=f"tcu[{self.vin}].status_loop")
+        finally:
+            link = self._link
+            if link is not None:
+                link.disconnect()
+                pool.forget(link)
+
+    async def wait_online(self, timeout: float) -> None:
+        """Wait until the car is connected (raises TimeoutError)."""
+        async with asyncio.timeout(timeout):
+            await self._connected.wait()
+
+    def go_offline(self, seconds: float | None = None, *, hard: bool = True) -> None:
+        """Lose the network for `seconds` (None: until `go_online`). A hard drop makes the broker fire the will."""
+        self._offline_until = float("inf") if seconds is None else self.clock.monotonic() + seconds
+        link = self._link
+        if link is not None and link.connected:
+            if hard:
+                link.drop()
+            else:
+                link.disconnect()
+                self._on_disconnected("went offline")
+
+    def go_online(self) -> None:
+        """Signal is back: reconnect at once."""
+        self._offline_until = None
+        self._wake.set()
+
+    async def _connection_loop(self, address: BrokerAddress) -> None:
+        attempt = 0
+        link = self._link
+        assert link is not None
+        while True:
+            await self._wait_for_signal()
+            self._disconnected.clear()
+            try:
+                await link.connect(address)
+                async with asyncio.timeout(address.connect_timeout_s):
+                    # Either CONNACK arrives or the broker closes the connection (refused).
+                    while not self._connected.is_set() and not self._disconnected.is_set():
+                        await asyncio.wait(
+                            [asyncio.ensure_future(self._connected.wait()),
+                             asyncio.ensure_future(self._disconnected.wait())],
+                            return_when=asyncio.FIRST_COMPLETED,
+                        )
+            except (OSError, TimeoutError) as exc:
+                self._log.info("connect failed", attempt=attempt, error=str(exc) or type(exc).__name__)
+                link.drop()
+            if self._connected.is_set():
+                attempt = 0
+                await self._disconnected.wait()
+            # Full jitter: every car picks its own delay, so a fleet never comes back in one wave.
+            delay = self.config.backoff.delay(attempt, self.rng)
+            attempt += 1
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(delay):
+                    await self._wake.wait()
+            self._wake.clear()
+
+    async def _wait_for_signal(self) -> None:
+        """While a connectivity fault holds the car offline, wait until it ends (or `go_online` is called)."""
+        while self._offline_until is not None:
+            remaining = self._offline_until - self.clock.monotonic()
+            if remaining <= 0:
+                self._offline_until = None
+                return
+            waiter = asyncio.ensure_future(self._wake.wait())
+            sleeper = asyncio.ensure_future(self.clock.sleep(remaining)) if remaining != float("inf") else None
+            try:
+                await asyncio.wait([f for f in (waiter, sleeper) if f is not None],
+                                   return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                waiter.cancel()
+                if sleeper is not None:
+                    sleeper.cancel()
+            self._wake.clear()
+
+    async def _status_loop(self) -> None:
+        interval = self.config.status_interval_s
+        # Spread the fleet's periodic statuses over the interval instead of sending them all at once.
+        await self.clock.sleep(self.rng.uniform(0, interval))
+        while True:
+            self.tick()
+            self.send_status(force=True)
+            waited = 0.0
+            while waited < interval:
+                step = min(interval - waited, self.vehicle.next_tick_s(self.clock.now()))
+                await self.clock.sleep(step)
+                waited += step
+                self.tick()
+
+    def tick(self) -> None:
+        """Let the vehicle's time run (heater timers, trips) and report what changed."""
+        self._send_events(self.vehicle.advance(self.clock.now()))
+        self.send_status()
+
+    # --- outgoing ------------------------------------------------------------------------------------------------
+
+    def send_status(self, *, force: bool = False) -> None:
+        """Publish a status snapshot if the vehicle changed since the last one (or always with `force`)."""
+        if not force and self.vehicle.revision == self._last_sent_revision:
+            return
+        if not self.vehicle.sends_status():
+            return  # maximum privacy: the car sends nothing but what the law requires
+        self._last_sent_revision = self.vehicle.revision
+        snapshot = self.vehicle.snapshot(self.clock.now(), online=self.online, signal_pct=self.signal_pct)
+        self._publish_signed(self._topic_status, MessageType.STATUS, snapshot, retain=True)
+
+    def _send_events(self, events: Iterable[Event]) -> None:
+        for event in events:
+            if self.vehicle.sends_event(event.type):  # in maximum privacy only what the law requires (eCall)
+                self._publish_signed(self._topic_events, MessageType.EVENT, event, retain=False)
+
+    def _publish_signed(self, topic: str, typ: MessageType, body: BaseModel, *, retain: bool) -> None:
+        seq = self.seq.next_seq()
+        token = self._signer.sign(typ, aud=CLOUD, seq=seq, body=body)
+        self.outbox.put(OutboxEntry(topic, token.encode(), retain, seq))
+        self._flush()
+
+    def _flush(self) -> None:
+        link = self._link
+        if link is None or not link.connected:
+            return
+        while (entry := self.outbox.peek()) is not None:
+            if link.publish(entry.topic, entry.payload, qos=1, retain=entry.retain) is None:
+                return  # connection went away; the entry stays for the next connect
+            self.outbox.pop()
+            self.stats.published += 1
+
+    def _result(self, command_id: str, state: ResultState, reason: Any = None, detail: str | None = None) -> None:
+        result = CommandResult(command_id=command_id, state=state, reason=reason, detail=detail, at=self.clock.now())
+        self._publish_signed(self._topic_results, MessageType.RESULT, result, retain=False)
+
+    # --- link callbacks ------------------------------------------------------------------------------------------
+
+    def _on_connected(self, session_present: bool) -> None:
+        link = self._link
+        assert link is not None
+        self.stats.connects += 1
+        self._disconnected.clear()
+        self._connected.set()
+        self._log.debug("connected", session_present=session_present)
+        link.publish(self._topic_connection, b"online", qos=1, retain=True)
+        link.subscribe([self._topic_commands, self._topic_control], qos=1)
+        self._flush()
+        self.send_status(force=True)
+
+    def _on_disconnected(self, reason: str) -> None:
+        if self._connected.is_set():
+            self.stats.disconnects += 1
+            self.stats.last_disconnect_reason = reason
+            self._log.info("disconnected", reason=reason)
+        self._connected.clear()
+        self._disconnected.set()
+
+    def _on_published(self, mid: int) -> None:
+        pass  # paho retransmits unacknowledged QoS 1 messages itself after a reconnect
+
+    def _on_message(self, topic: str, payload: bytes) -> None:
+        try:
+            if topic == self._topic_commands:
+                self.handle_command(payload)
+            elif topic == self._topic_control:
+                self.handle_control(payload)
+        except Exception:  # a bad message must never take the car down
+            self._log.exception("message handling failed", topic=topic)
+
+    # --- incoming ------------------------------------------------------------------------------------------------
+
+    def handle_command(self, payload: bytes) -> None:
+        """Verify a signed command, answer it, and execute it if it passes every check."""
+        try:
+            verified = self._verifier.verify(payload, typ=MessageType.COMMAND, issuer=CLOUD)
+            if verified.seq <= self.seq.last_command_seq:
+                raise ProtocolError(
+                    RefusalReason.REPLAYED, f"seq {verified.seq} is not above {self.seq.last_command_seq}"
+                )
+            command = parse_body(Command, verified.body)
+            params = command_params(command.op, command.params)
+        except ProtocolError as exc:
+            self._reject(payload, exc)
+            return
+        self.seq.accept_command(verified.seq)
+        self.stats.commands_accepted += 1
+        log_cmd = self._log.bind(command_id=command.command_id, op=str(command.op))
+        self._result(command.command_id, ResultState.ACCEPTED)
+        outcome = self.vehicle.execute(command.op, params, self.clock.now())
+        self._send_events(outcome.events)
+        if outcome.succeeded:
+            log_cmd.info("command succeeded")
+            self._result(command.command_id, ResultState.SUCCEEDED)
+        else:
+            log_cmd.info("command failed", reason=str(outcome.reason))
+            self._result(command.command_id, ResultState.FAILED, outcome.reason, outcome.detail)
+        self.send_status(force=command.op == "status.refresh")
+        if self._on_event is not None:
+            self._on_event("command", {"command_id": command.command_id, "op": str(command.op),
+                                       "succeeded": outcome.succeeded})
+
+    def _reject(self, payload: bytes, exc: ProtocolError) -> None:
+        reason = _REJECT_REASONS.get(exc.reason, RejectReason.MALFORMED)
+        self.stats.commands_rejected += 1
+        self.stats.rejected_by_reason[str(reason)] = self.stats.rejected_by_reason.get(str(reason), 0) + 1
+        command_id = _untrusted_command_id(payload)
+        self._log.warning("command rejected", reason=str(reason), detail=exc.detail, command_id=command_id)
+        self._result(command_id, ResultState.REJECTED, reason, exc.detail)
+        if self._on_event is not None:
+            self._on_event("rejected", {"command_id": command_id, "reason": str(reason)})
+
+    def handle_control(self, payload: bytes) -> None:
+        """Apply what a person does at the car (simulator control; unsigned, operator-only by broker ACL)."""
+        try:
+            message = parse_body(ControlMessage, decode_json(payload))
+        except ProtocolError as exc:
+            self.stats.controls_refused += 1
+            self._log.warning("control refused", reason=str(exc.reason), detail=exc.detail)
+            return
+        try:
+            events = self.vehicle.control(message.action, dict(message.params), self.clock.now())
+        except VehicleError as exc:
+            self.stats.controls_refused += 1
+            self._log.warning("control refused", action=str(message.action), detail=str(exc))
+            return
+        self._send_events(events)
+        self.send_status()
+
+
+def _untrusted_command_id(payload: bytes) -> str:
+    """Best-effort command id of a refused command, only to correlate the `rejected` result; never trusted."""
+    try:
+        parts = payload.split(b".")
+        if len(parts) != 3:
+            return UNKNOWN_COMMAND_ID
+        raw = base64.urlsafe_b64decode(parts[1] + b"=" * (-len(parts[1]) % 4))
+        claims = decode_json(raw)
+        body = claims.get("body") if isinstance(claims, dict) else None
+        command_id = body.get("command_id") if isinstance(body, dict) else None
+        if isinstance(command_id, str) and 0 < len(command_id) <= 64:
+            return command_id
+    except (ProtocolError, ValueError):
+        pass
+    return UNKNOWN_COMMAND_ID
+
