@@ -13,7 +13,8 @@ Physics (kept simple but plausible):
 - 12 V battery: the fuel-fired heater draws 0.012 V/min and ventilation 0.008 V/min (on an electric car
   ventilation runs from the traction battery at 2 kW instead); with the ignition on it charges at 0.05 V/min up to
   12.7 V; parked with nothing running it recovers at 0.001 V/min up to 12.4 V (surface charge). Below 11.8 V the
-  car reports `battery_low` once (re-armed above 11.9 V), stops the heater/ventilation and refuses to start them.
+  car reports `battery_low` once, stops the heater/ventilation and refuses to start them until the battery is
+  back above 11.9 V (hysteresis, so a recovering battery does not flap).
 - Trips: straight along the great circle at the car's own average city speed (40-50 km/h, drawn at creation),
   burning fuel (or charge) at the catalogue consumption; the odometer grows by the distance driven. A car whose
   tank or battery runs empty stops where it is and parks there.
@@ -614,7 +615,7 @@ class Vehicle:
             return FailureReason.IGNITION_ON, "the ignition is on"
         if op is CommandOp.LOCK and self._doors_open:
             return FailureReason.DOOR_OPEN, "open: " + ", ".join(d.value for d in self.open_doors)
-        if op in _STARTS and self._battery_v < BATTERY_LOW_V:
+        if op in _STARTS and (self._battery_low or self._battery_v < BATTERY_LOW_V):  # latched until 11.9 V
             return FailureReason.BATTERY_LOW, f"12 V battery at {self._battery_v:.2f} V"
         if op is CommandOp.VENTILATION_START and caps.electric and self._fuel_pct < _EV_VENTILATION_MIN_PCT:
             return FailureReason.BATTERY_LOW, f"traction battery at {self._fuel_pct:.0f} %"
@@ -938,7 +939,7 @@ class Vehicle:
 
     def _health_warnings(self, t: float) -> list[str]:
         warnings = list(self._warnings)
-        if self._battery_v < BATTERY_LOW_V:
+        if self._battery_low or self._battery_v < BATTERY_LOW_V:
             warnings.append("battery_12v_low")
         if self._fuel_pct < _LOW_ENERGY_PCT:
             warnings.append("charge_low" if self.capabilities.electric else "fuel_low")
