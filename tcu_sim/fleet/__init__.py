@@ -1,0 +1,67 @@
+"""Fleets: the fleet file format, its seeded expansion to cars, shards, and provisioning of keys.
+
+    config = load_fleet("fleet_configs/demo.yaml")     # FleetConfigError names file, path and problem
+    cars = expand_fleet(config)                          # same file + seed -> same VINs, positions, order
+    mine = select_shard(cars, 1, 4)                      # share 1 of 4 (round robin by fleet index)
+    provision(config, ".tcu-sim/demo", clock=SystemClock())   # keys, JWKS, manifest, certificates
+    StateDir(".tcu-sim/demo").load_car_key(cars[0].vin)
+
+Car selectors (users' vehicles, scenario steps): `all`, a group (`leon`), part of one (`leon[3]`,
+`leon[0:5]`), or a VIN.
+"""
+
+from __future__ import annotations
+
+from tcu_sim.fleet._config import (
+    AgeRange,
+    Circle,
+    Connectivity,
+    ConnectivityProfile,
+    Coordinates,
+    FleetConfig,
+    FleetDefaults,
+    GroupConfig,
+    HomeArea,
+    ScenarioAction,
+    ScenarioStep,
+    UserConfig,
+    UserRole,
+    Zone,
+    ZoneKind,
+)
+from tcu_sim.fleet._duration import Duration, format_duration, parse_duration
+from tcu_sim.fleet._errors import ConfigIssue, FleetConfigError, FleetError, ShardError, StateDirError
+from tcu_sim.fleet._load import fleet_schema, fleet_schema_json, load_fleet, parse_fleet
+from tcu_sim.fleet._selectors import CarSelector, parse_selector
+
+__all__ = [
+    "AgeRange",
+    "CarSelector",
+    "Circle",
+    "ConfigIssue",
+    "Connectivity",
+    "ConnectivityProfile",
+    "Coordinates",
+    "Duration",
+    "FleetConfig",
+    "FleetConfigError",
+    "FleetDefaults",
+    "FleetError",
+    "GroupConfig",
+    "HomeArea",
+    "ScenarioAction",
+    "ScenarioStep",
+    "ShardError",
+    "StateDirError",
+    "UserConfig",
+    "UserRole",
+    "Zone",
+    "ZoneKind",
+    "fleet_schema",
+    "fleet_schema_json",
+    "format_duration",
+    "load_fleet",
+    "parse_duration",
+    "parse_fleet",
+    "parse_selector",
+]
