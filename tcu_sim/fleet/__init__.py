@@ -31,12 +31,23 @@ from tcu_sim.fleet._config import (
 )
 from tcu_sim.fleet._duration import Duration, format_duration, parse_duration
 from tcu_sim.fleet._errors import ConfigIssue, FleetConfigError, FleetError, ShardError, StateDirError
+from tcu_sim.fleet._expand import (
+    REFERENCE_DATE,
+    CarSpec,
+    Shard,
+    expand_fleet,
+    parse_shard,
+    select_cars,
+    select_shard,
+)
 from tcu_sim.fleet._load import fleet_schema, fleet_schema_json, load_fleet, parse_fleet
 from tcu_sim.fleet._selectors import CarSelector, parse_selector
 
 __all__ = [
+    "REFERENCE_DATE",
     "AgeRange",
     "CarSelector",
+    "CarSpec",
     "Circle",
     "ConfigIssue",
     "Connectivity",
@@ -51,12 +62,14 @@ __all__ = [
     "HomeArea",
     "ScenarioAction",
     "ScenarioStep",
+    "Shard",
     "ShardError",
     "StateDirError",
     "UserConfig",
     "UserRole",
     "Zone",
     "ZoneKind",
+    "expand_fleet",
     "fleet_schema",
     "fleet_schema_json",
     "format_duration",
@@ -64,4 +77,7 @@ __all__ = [
     "parse_duration",
     "parse_fleet",
     "parse_selector",
+    "parse_shard",
+    "select_cars",
+    "select_shard",
 ]
