@@ -41,9 +41,12 @@ from tcu_sim.fleet._expand import (
     select_shard,
 )
 from tcu_sim.fleet._load import fleet_schema, fleet_schema_json, load_fleet, parse_fleet
+from tcu_sim.fleet._provision import ProvisionResult, issue_certificates, provision
 from tcu_sim.fleet._selectors import CarSelector, parse_selector
+from tcu_sim.fleet._state import CLOUD_KID, Manifest, ManifestVehicle, StateDir
 
 __all__ = [
+    "CLOUD_KID",
     "REFERENCE_DATE",
     "AgeRange",
     "CarSelector",
@@ -60,10 +63,14 @@ __all__ = [
     "FleetError",
     "GroupConfig",
     "HomeArea",
+    "Manifest",
+    "ManifestVehicle",
+    "ProvisionResult",
     "ScenarioAction",
     "ScenarioStep",
     "Shard",
     "ShardError",
+    "StateDir",
     "StateDirError",
     "UserConfig",
     "UserRole",
@@ -73,11 +80,13 @@ __all__ = [
     "fleet_schema",
     "fleet_schema_json",
     "format_duration",
+    "issue_certificates",
     "load_fleet",
     "parse_duration",
     "parse_fleet",
     "parse_selector",
     "parse_shard",
+    "provision",
     "select_cars",
     "select_shard",
 ]
