@@ -161,7 +161,8 @@ class Vehicle:
     """The state of one car and its pure decisions (see the module docstring for the rules it follows).
 
     Public read-only views: `vin`, `capabilities`, `revision`, `locked`, `ignition_on`, `moving`, `lights_on`,
-    `position`, `parked_at`, `battery_12v_v`, `fuel_level_pct`, `range_km`, `odometer_km`, `privacy_mode`,
+    `position`, `parked_at`, `battery_12v_v`, `fuel_level_pct`, `range_km`, `odometer_km`, `average_speed_kmh`,
+    `privacy_mode`,
     `aux_state`, `notifications`, `infotainment_user`, `open_doors`, `open_windows`. `signal_pct` is a plain
     attribute the TCU/fault layer may set (it does not bump the revision).
     """
@@ -378,6 +379,11 @@ class Vehicle:
         return self._odometer_km
 
     @property
+    def average_speed_kmh(self) -> float:
+        """The car's own average city speed, used for trips without a given speed."""
+        return self._speed_kmh
+
+    @property
     def privacy_mode(self) -> PrivacyMode:
         """The privacy level set in the car."""
         return self._privacy
@@ -550,8 +556,10 @@ class Vehicle:
         if self._aux is not AuxState.OFF and t >= self._aux_until - _EPS_S:
             self._stop_aux(t, "duration elapsed")
         self._check_battery(t)
-        if self._aux is AuxState.VENTILATION and self.capabilities.electric and self._fuel_pct <= _EPS_PCT:
-            self._stop_aux(t, "traction battery empty")
+        if self._fuel_pct <= _EPS_PCT:
+            self._fuel_pct = 0.0  # not a rounding residue of 1e-17 %
+            if self._aux is AuxState.VENTILATION and self.capabilities.electric:
+                self._stop_aux(t, "traction battery empty")
         trip = self._trip
         if trip is not None:
             if trip.distance_km - trip.done_km <= _EPS_KM:
