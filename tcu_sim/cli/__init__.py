@@ -12,7 +12,9 @@ from tcu_sim.logging import configure_logging
 __all__ = ["cli", "main"]
 
 # (module, attribute) of each command group; a module owns one group and its subcommands.
-_COMMANDS: list[tuple[str, str]] = []
+_COMMANDS: list[tuple[str, str]] = [
+    ("tcu_sim.cli.fleet", "fleet"),
+]
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
