@@ -544,7 +544,7 @@ class Verifier:
 
         # 7.-11. what the message claims to be, for whom, from whom, and when
         message_type = _TYPES.get(header_typ)
-        if message_type is not typ:
+        if message_type is None or message_type != typ:  # typ may be given as its string value
             raise ProtocolError(RefusalReason.WRONG_TYPE, f"typ {header_typ[:40]!r}, expected {typ.value!r}")
         if aud != self.audience:
             raise ProtocolError(RefusalReason.WRONG_AUDIENCE, f"aud {aud[:_ID_MAX]!r}, expected {self.audience!r}")
