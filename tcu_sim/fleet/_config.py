@@ -268,10 +268,10 @@ _EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s.]+$")
 
 
 def _is_trivial_spin(spin: str) -> bool:
-    """R2: the same digit four times, or a run up or down (0123, 1234, 4321, 9876, ...)."""
-    digits = [int(c) for c in spin]
-    steps = {b - a for a, b in itertools.pairwise(digits)}
-    return steps in ({0}, {1}, {-1})
+    """R2, the cloud's rule (broker.cloud's spin_policy_problem): one digit repeated (7777), a run up or down,
+    also across 9/0 (1234, 7890, 4321, 2109), or a repeated pair (1212)."""
+    steps = {(int(b) - int(a)) % 10 for a, b in itertools.pairwise(spin)}
+    return steps in ({0}, {1}, {9}) or spin[:2] == spin[2:]
 
 
 class UserConfig(_Model):
@@ -314,7 +314,9 @@ class UserConfig(_Model):
         if not re.fullmatch(r"[0-9]{4}", value):
             raise ValueError("must be exactly 4 digits")
         if _is_trivial_spin(value):
-            raise ValueError("is trivial (same digit, or a run like 1234 / 4321); the cloud refuses it (R2)")
+            raise ValueError(
+                "is trivial (one digit, a run like 1234 / 4321, or a pair twice); the cloud refuses it (R2)"
+            )
         return value
 
     @property

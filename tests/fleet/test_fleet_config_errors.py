@@ -260,6 +260,10 @@ CASES = [
         17,
     ),
     ("user-spin-trivial", GOOD + USER.replace('"4711"', '"1234"'), "users[0].spin", "trivial", 17),
+    ("user-spin-run-wrapping", GOOD + USER.replace('"4711"', '"8901"'), "users[0].spin", "trivial", 17),
+    ("user-spin-down", GOOD + USER.replace('"4711"', '"6543"'), "users[0].spin", "trivial", 17),
+    ("user-spin-same", GOOD + USER.replace('"4711"', '"7777"'), "users[0].spin", "trivial", 17),
+    ("user-spin-pair", GOOD + USER.replace('"4711"', '"1212"'), "users[0].spin", "trivial", 17),
     ("user-spin-length", GOOD + USER.replace('"4711"', '"47110"'), "users[0].spin", "exactly 4 digits", 17),
     (
         "user-short-password",

@@ -9,6 +9,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from broker.cloud import spin_policy_problem
 from tcu_sim.fleet import (
     Connectivity,
     ConnectivityProfile,
@@ -18,6 +19,7 @@ from tcu_sim.fleet import (
     parse_duration,
     parse_selector,
 )
+from tcu_sim.fleet._config import _is_trivial_spin
 from tcu_sim.fleet._geo import distance_m, random_point_in_disc
 from tcu_sim.protocol import ControlAction
 
@@ -118,3 +120,10 @@ def test_scenario_actions_cover_simulator_control() -> None:
     assert {a.value for a in ControlAction} <= {a.value for a in ScenarioAction}
     assert not ScenarioAction.BROKER_RESTART.targets_cars
     assert ScenarioAction.GO_OFFLINE.targets_cars
+
+
+def test_spin_rule_matches_the_clouds() -> None:
+    # A fleet file must never pre-create a user the cloud would refuse: both rules agree on every S-PIN.
+    for number in range(10_000):
+        spin = f"{number:04d}"
+        assert _is_trivial_spin(spin) == (spin_policy_problem(spin) is not None), spin
