@@ -1,0 +1,38 @@
+"""The cloud's MQTT handler (issue 4): verifies and applies what cars publish, answers the app API, and sends
+cars signed commands, on top of the domain services of `broker.cloud`.
+
+    async with CloudHandler(HandlerConfig(), services, clock, host=..., port=..., cloud_key=...,
+                            fleet_keys=...) as cloud:
+        await cloud.wait_ready(10)
+"""
+
+from __future__ import annotations
+
+from ._apps import AppRequests, Reply
+from ._cars import CarMessages, seq_stream
+from ._commands import COMMAND_SEQ_COUNTER, CommandSender
+from ._config import HandlerConfig
+from ._directory import ClientDirectory
+from ._handler import CloudHandler
+from ._mqtt import MqttLink, PublishFailed, Subscription
+from ._push import Pusher, command_progress_data, describe_error
+from ._stats import HandlerStats
+
+__all__ = [
+    "COMMAND_SEQ_COUNTER",
+    "AppRequests",
+    "CarMessages",
+    "ClientDirectory",
+    "CloudHandler",
+    "CommandSender",
+    "HandlerConfig",
+    "HandlerStats",
+    "MqttLink",
+    "PublishFailed",
+    "Pusher",
+    "Reply",
+    "Subscription",
+    "command_progress_data",
+    "describe_error",
+    "seq_stream",
+]

@@ -1,0 +1,64 @@
+"""Configuration of the cloud's MQTT handler: one validated object."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+__all__ = ["HandlerConfig"]
+
+
+class HandlerConfig(BaseModel):
+    """How the handler talks to the broker and how hard it works.
+
+    Time rules (command TTL, S-PIN lockout, licences) are the domain services' `CloudConfig`; the intervals
+    here are on the injected clock, so a virtual clock drives them in tests.
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    #: Topic prefix in front of every topic (SPEC §2.1), e.g. a per-test one.
+    topic_prefix: str = ""
+    #: MQTT client id of this cloud process; give each process of a scaled-out cloud its own.
+    client_id: str = Field(default="cloud", min_length=1, max_length=128)
+    #: MQTT 5 shared subscriptions (`$share/{share_group}/...`), so that several cloud processes split the
+    #: car and app traffic. `tcu/+/connection` is always subscribed unshared (every process keeps every car's
+    #: connection state, and gets the retained ones, which a shared subscription never delivers).
+    shared_subscriptions: bool = False
+    share_group: str = Field(default="cloud", min_length=1, max_length=64)
+    protocol: Literal["5", "3.1.1"] = "5"
+    keepalive_s: int = Field(default=30, ge=5, le=3600)
+    connect_timeout_s: float = Field(default=10.0, gt=0)
+    publish_timeout_s: float = Field(default=10.0, gt=0)
+    #: Broker-side session kept while the cloud is away (messages for it are queued); 0: a clean session.
+    session_expiry_s: int = Field(default=3600, ge=0)
+    #: Reconnect backoff: full jitter over `base * 2**attempt`, capped.
+    reconnect_base_s: float = Field(default=0.5, gt=0)
+    reconnect_cap_s: float = Field(default=30.0, gt=0)
+    #: Workers per kind of traffic; a car (or an app client) always goes to the same worker, so its
+    #: messages are applied in the order they arrived.
+    car_workers: int = Field(default=4, ge=1, le=256)
+    app_workers: int = Field(default=4, ge=1, le=256)
+    #: Each worker's queue; a full queue holds back the reader (back-pressure to the client's own queue).
+    worker_queue_size: int = Field(default=1000, ge=1)
+    #: The MQTT client's incoming queue; what does not fit is dropped, logged and counted.
+    incoming_queue_limit: int = Field(default=50_000, ge=1)
+    max_message_bytes: int = Field(default=65_536, ge=1024)
+    #: Clock skew allowed on car messages' `exp` / `iat`.
+    clock_skew_s: float = Field(default=30.0, ge=0)
+    #: A command is reported `timed_out` this long after its TTL: the car accepts a command up to its own
+    #: clock-skew allowance past `exp`, so the cloud waits as long before it calls it lost.
+    expiry_grace_s: float = Field(default=30.0, ge=0)
+    #: How often overdue commands are looked for (clock seconds).
+    expiry_interval_s: float = Field(default=1.0, gt=0)
+    #: How often licence reminders are looked for (clock seconds); R14's stages are days apart.
+    reminder_interval_s: float = Field(default=3600.0, gt=0)
+    #: Send licence reminders to the car's infotainment too (besides the e-mail).
+    notify_reminders_in_car: bool = True
+
+    @model_validator(mode="after")
+    def _shared_needs_v5(self) -> HandlerConfig:
+        if self.shared_subscriptions and self.protocol != "5":
+            raise ValueError("shared subscriptions need MQTT 5 (protocol='5')")
+        return self

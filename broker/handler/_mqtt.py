@@ -1,0 +1,221 @@
+"""The cloud's MQTT connection, kept up across broker restarts.
+
+`MqttLink.run()` connects, subscribes to the handler's filters and hands every message to a sink; when the
+connection is lost it reconnects with capped exponential backoff and full jitter (a fleet of cloud processes
+must not reconnect in waves either). `publish()` waits — with a timeout — for a connection, and returns when
+the broker acknowledged a QoS 1 message (PUBACK).
+
+Backoff waits are network time, not simulated time: they use `asyncio.sleep`, never the injected clock, so a
+virtual clock standing still in a test does not stop the cloud from reconnecting.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import ssl
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import aiomqtt
+import paho.mqtt.client as paho
+import structlog
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
+
+from ._config import HandlerConfig
+from ._stats import HandlerStats
+
+__all__ = ["MqttLink", "PublishFailed", "Subscription"]
+
+log = structlog.get_logger("broker.handler.mqtt")
+
+Sink = Callable[[aiomqtt.Message], Awaitable[None]]
+
+
+class PublishFailed(Exception):
+    """A message could not be handed to the broker in time."""
+
+
+@dataclass(frozen=True, slots=True)
+class Subscription:
+    """One topic filter the cloud subscribes to (already `$share/...` when shared)."""
+
+    topic_filter: str
+    qos: int = 1
+
+
+class _CountingQueue(asyncio.Queue[aiomqtt.Message]):
+    """The MQTT client's incoming queue: bounded, and every message it must drop is counted."""
+
+    stats: HandlerStats | None = None
+
+    def put_nowait(self, item: aiomqtt.Message) -> None:
+        try:
+            super().put_nowait(item)
+        except asyncio.QueueFull:
+            if self.stats is not None:
+                self.stats.dropped_incoming += 1
+            raise  # aiomqtt logs the drop
+
+
+def _granted(result: Any) -> bool:
+    """Whether a SUBACK granted every filter (v5 reason codes below 0x80, v3 granted QoS below 128)."""
+    codes = list(result)
+    return all((c.value if hasattr(c, "value") else int(c)) < 0x80 for c in codes)
+
+
+class MqttLink:
+    """One MQTT connection of the cloud: subscribe, receive, publish, reconnect."""
+
+    def __init__(
+        self,
+        config: HandlerConfig,
+        *,
+        host: str,
+        port: int,
+        subscriptions: Sequence[Subscription],
+        sink: Sink,
+        stats: HandlerStats,
+        tls_context: ssl.SSLContext | None = None,
+        username: str | None = None,
+        password: str | None = None,
+        rng: random.Random | None = None,
+    ) -> None:
+        self.config = config
+        self.host = host
+        self.port = port
+        self._subscriptions = tuple(subscriptions)
+        self._sink = sink
+        self._stats = stats
+        self._tls = tls_context
+        self._username = username
+        self._password = password
+        self._rng = rng or random.Random()
+        self._client: aiomqtt.Client | None = None
+        self._connected = asyncio.Event()
+        self._attempt = 0
+        self.last_error: str | None = None
+
+    def __repr__(self) -> str:
+        state = "connected" if self._connected.is_set() else "disconnected"
+        return f"MqttLink({self.host}:{self.port}, client_id={self.config.client_id!r}, {state})"
+
+    @property
+    def connected(self) -> bool:
+        """True while connected and subscribed."""
+        return self._connected.is_set()
+
+    async def wait_connected(self, timeout: float) -> None:
+        """Return once connected and subscribed; TimeoutError after `timeout` seconds."""
+        async with asyncio.timeout(timeout):
+            await self._connected.wait()
+
+    # -- the connection loop ---------------------------------------------------------------------------------
+    def _new_client(self) -> aiomqtt.Client:
+        cfg = self.config
+        v5 = cfg.protocol == "5"
+        properties: Properties | None = None
+        if v5 and cfg.session_expiry_s > 0:
+            properties = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]  # paho is untyped here
+            properties.SessionExpiryInterval = cfg.session_expiry_s
+        queue_type = type("_Queue", (_CountingQueue,), {"stats": self._stats})
+        return aiomqtt.Client(
+            self.host,
+            self.port,
+            identifier=cfg.client_id,
+            username=self._username,
+            password=self._password,
+            tls_context=self._tls,
+            protocol=aiomqtt.ProtocolVersion.V5 if v5 else aiomqtt.ProtocolVersion.V311,
+            clean_session=None if v5 else cfg.session_expiry_s == 0,
+            # A new client per attempt: "first only" means a clean start every time; a kept session never.
+            clean_start=False if v5 and cfg.session_expiry_s > 0 else paho.MQTT_CLEAN_START_FIRST_ONLY,
+            properties=properties,
+            keepalive=cfg.keepalive_s,
+            timeout=cfg.connect_timeout_s,
+            queue_type=queue_type,
+            max_queued_incoming_messages=cfg.incoming_queue_limit,
+        )
+
+    async def run(self) -> None:
+        """Stay connected until cancelled."""
+        while True:
+            client = self._new_client()
+            try:
+                async with asyncio.timeout(self.config.connect_timeout_s):
+                    await client.__aenter__()
+            except (aiomqtt.MqttError, TimeoutError, OSError) as exc:
+                await self._backoff(f"connect: {exc or type(exc).__name__}")
+                continue
+            try:
+                await self._serve(client)
+            except aiomqtt.MqttError as exc:
+                self._connected.clear()
+                self._client = None
+                self._stats.disconnects += 1
+                # The client is already disconnected; leaving its context only tidies up.
+                await self._close(client)
+                await self._backoff(f"connection lost: {exc}")
+            except BaseException:
+                self._connected.clear()
+                self._client = None
+                await asyncio.shield(self._close(client, disconnect=True))
+                raise
+
+    async def _serve(self, client: aiomqtt.Client) -> None:
+        async with asyncio.timeout(self.config.connect_timeout_s):
+            for sub in self._subscriptions:
+                granted = await client.subscribe(sub.topic_filter, qos=sub.qos)
+                if not _granted(granted):
+                    raise aiomqtt.MqttError(f"subscription to {sub.topic_filter!r} refused by the broker")
+        self._client = client
+        self._attempt = 0
+        self.last_error = None
+        self._stats.connects += 1
+        self._connected.set()
+        log.info("cloud.connected", broker=f"{self.host}:{self.port}", client_id=self.config.client_id,
+                 subscriptions=[s.topic_filter for s in self._subscriptions])
+        async for message in client.messages:
+            await self._sink(message)
+
+    async def _close(self, client: aiomqtt.Client, *, disconnect: bool = False) -> None:
+        try:
+            async with asyncio.timeout(2.0):
+                await client.__aexit__(None, None, None)
+        except (aiomqtt.MqttError, TimeoutError, OSError):
+            pass  # the connection is gone either way
+
+    async def _backoff(self, reason: str) -> None:
+        self.last_error = reason
+        cap = min(self.config.reconnect_cap_s, self.config.reconnect_base_s * 2 ** min(self._attempt, 30))
+        delay = self._rng.uniform(0, cap)
+        self._attempt += 1
+        log.warning("cloud.disconnected", reason=reason, retry_in_s=round(delay, 3), attempt=self._attempt)
+        await asyncio.sleep(delay)
+
+    # -- publishing ------------------------------------------------------------------------------------------
+    async def publish(
+        self, topic: str, payload: bytes, *, qos: int = 1, retain: bool = False, timeout: float | None = None
+    ) -> None:
+        """Publish and, for QoS 1, wait for the broker's PUBACK. Waits for a connection first; `PublishFailed`
+        when the message is not acknowledged within `timeout` (default: the configured publish timeout)."""
+        wait = self.config.publish_timeout_s if timeout is None else timeout
+        try:
+            async with asyncio.timeout(wait):
+                while True:
+                    await self._connected.wait()
+                    client = self._client
+                    if client is None:  # pragma: no cover - cleared only together with the event
+                        await asyncio.sleep(0)
+                        continue
+                    try:
+                        await client.publish(topic, payload, qos=qos, retain=retain, timeout=wait)
+                        return
+                    except aiomqtt.MqttError:
+                        # Lost the connection under our feet: wait for the next one (within the timeout).
+                        if self._client is client:
+                            await asyncio.sleep(0.05)
+        except TimeoutError:
+            raise PublishFailed(f"no PUBACK for {topic} within {wait:g} s") from None

@@ -1,0 +1,94 @@
+"""Push events to apps on `app/{client_id}/events` (SPEC §2.5): command progress, vehicle changes,
+notifications."""
+
+from __future__ import annotations
+
+import traceback
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+import structlog
+
+from broker.registry import CommandRecord
+from tcu_sim.clock import Clock
+from tcu_sim.protocol import ProtocolError, PushEvent, PushEventType, Topics, encode_json
+
+from ._directory import ClientDirectory
+from ._mqtt import MqttLink, PublishFailed
+from ._stats import HandlerStats
+
+__all__ = ["Pusher", "command_progress_data", "describe_error"]
+
+log = structlog.get_logger("broker.handler.push")
+
+
+def describe_error(exc: BaseException) -> dict[str, str]:
+    """What to log about an unexpected exception: its type and where it was raised — never its message or
+    the frame's variables, which may hold a password, an S-PIN or a token."""
+    frames = traceback.extract_tb(exc.__traceback__)
+    where = f"{frames[-1].filename.rsplit('/', 1)[-1]}:{frames[-1].lineno} in {frames[-1].name}" if frames else "?"
+    return {"error_type": type(exc).__name__, "error_at": where}
+
+
+def command_progress_data(command: CommandRecord) -> dict[str, Any]:
+    """The `data` of a `command_progress` push event (and the core of a command's status)."""
+    data: dict[str, Any] = {
+        "command_id": command.id,
+        "vin": command.vin,
+        "op": command.op,
+        "state": command.state.value,
+        "created_at": command.created_at,
+        "updated_at": command.updated_at,
+        "expires_at": command.expires_at,
+    }
+    if command.reason is not None:
+        data["reason"] = command.reason
+    if command.detail is not None:
+        data["detail"] = command.detail
+    return data
+
+
+class Pusher:
+    """Publishes push events to app clients; a push that cannot be delivered is logged and counted."""
+
+    def __init__(
+        self, link: MqttLink, topics: Topics, clock: Clock, directory: ClientDirectory, stats: HandlerStats
+    ) -> None:
+        self._link = link
+        self._topics = topics
+        self._clock = clock
+        self.directory = directory
+        self._stats = stats
+
+    def __repr__(self) -> str:
+        return f"Pusher({self.directory!r})"
+
+    async def push(self, client_ids: Iterable[str], kind: PushEventType, data: Mapping[str, Any]) -> int:
+        """Send one event to each client; how many were handed to the broker."""
+        clients = list(dict.fromkeys(client_ids))
+        if not clients:
+            return 0
+        payload = encode_json(PushEvent(type=kind, at=self._clock.now(), data=dict(data)).model_dump(mode="json"))
+        sent = 0
+        for client_id in clients:
+            try:
+                await self._link.publish(self._topics.app_events(client_id), payload, qos=1)
+            except (PublishFailed, ProtocolError) as exc:
+                self._stats.push_failures += 1
+                log.warning("push.failed", client_id=client_id, kind=kind.value, error=str(exc))
+                continue
+            self._stats.pushes += 1
+            sent += 1
+        return sent
+
+    async def command_progress(self, command: CommandRecord) -> None:
+        """Tell the app that asked for the command where it is now."""
+        clients = self.directory.clients_for_command(command.id, command.user_id)
+        await self.push(clients, PushEventType.COMMAND_PROGRESS, command_progress_data(command))
+        if command.state.is_final:
+            self.directory.forget_command(command.id)
+
+    async def to_users(self, user_ids: Iterable[str], kind: PushEventType, data: Mapping[str, Any]) -> None:
+        """Send one event to every client the users were seen on lately."""
+        clients = [c for u in dict.fromkeys(user_ids) for c in self.directory.clients_for_user(u)]
+        await self.push(clients, kind, data)
