@@ -167,9 +167,7 @@ class FleetPKI:
                 self._ca = self._create_ca()
         if not self.crl_path.exists():
             self._write_crl(self._ca)
-        return self._info(
-            self._ca.cert, "ca", IdentityKind.CA, IdentityPaths(self.ca_cert_path, self.ca_key_path)
-        )
+        return self._info(self._ca.cert, "ca", IdentityKind.CA, IdentityPaths(self.ca_cert_path, self.ca_key_path))
 
     def _require_ca(self) -> _CA:
         self.ensure_ca()
@@ -211,9 +209,7 @@ class FleetPKI:
                 critical=True,
             )
             .add_extension(ski, critical=False)
-            .add_extension(
-                x509.AuthorityKeyIdentifier.from_issuer_subject_key_identifier(ski), critical=False
-            )
+            .add_extension(x509.AuthorityKeyIdentifier.from_issuer_subject_key_identifier(ski), critical=False)
             .sign(key, _SIGNATURE_HASH)
         )
         _write_private(self.ca_key_path, _key_pem(key))
@@ -293,9 +289,7 @@ class FleetPKI:
         """The cloud's certificate (CN `cloud`), issued when missing."""
         return self._ensure(CLOUD, IdentityKind.CLOUD)
 
-    def issue_cloud(
-        self, *, not_before: datetime | None = None, not_after: datetime | None = None
-    ) -> CertificateInfo:
+    def issue_cloud(self, *, not_before: datetime | None = None, not_after: datetime | None = None) -> CertificateInfo:
         """Issue a new certificate for the cloud (CN `cloud`)."""
         return self._issue_client(CLOUD, IdentityKind.CLOUD, not_before=not_before, not_after=not_after)
 
@@ -542,9 +536,7 @@ class FleetPKI:
     def _write_revoked(self, entries: Sequence[_Revoked], crl_number: int) -> None:
         body = {
             "crl_number": crl_number,
-            "revoked": [
-                {"serial": f"{e.serial:x}", "name": e.name, "revoked_at": e.revoked_at} for e in entries
-            ],
+            "revoked": [{"serial": f"{e.serial:x}", "name": e.name, "revoked_at": e.revoked_at} for e in entries],
         }
         _write_public(self.revoked_path, (json.dumps(body, indent=2) + "\n").encode())
 
@@ -563,22 +555,21 @@ class FleetPKI:
             context.load_cert_chain(str(paths.cert), str(paths.key))
         return context
 
-    def server_ssl_context(
-        self, *, require_client_certificate: bool = True, check_crl: bool = True
-    ) -> ssl.SSLContext:
-        """A TLS server context with the broker certificate; verifies client certificates against CA and CRL.
+    def server_ssl_context(self, *, verify_clients: bool = True) -> ssl.SSLContext:
+        """A TLS server context with the broker certificate (issued if missing).
 
-        The CRL is read now: a later revocation needs a new context.
+        With `verify_clients` every client must present a certificate from the fleet CA that is not on the CRL
+        (read now: a later revocation needs a new context); without, clients are not asked for one.
         """
-        self.ensure_server()
+        server = self.ensure_server()
         context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
         context.minimum_version = ssl.TLSVersion.TLSv1_2
-        context.load_cert_chain(str(self.server_paths.cert), str(self.server_paths.key))
-        context.load_verify_locations(cafile=str(self.ca_cert_path))
-        if check_crl:
+        context.load_cert_chain(str(server.paths.cert), str(server.paths.key))
+        if verify_clients:
+            context.load_verify_locations(cafile=str(self.ca_cert_path))
             context.load_verify_locations(cafile=str(self.crl_path))
             context.verify_flags |= ssl.VERIFY_CRL_CHECK_LEAF
-        context.verify_mode = ssl.CERT_REQUIRED if require_client_certificate else ssl.CERT_OPTIONAL
+            context.verify_mode = ssl.CERT_REQUIRED
         return context
 
     # --- helpers
