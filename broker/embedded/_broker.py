@@ -1,0 +1,179 @@
+"""The embedded broker: amqtt in this process, so that `tcu-sim up` needs nothing but Python.
+
+Two modes:
+
+- **open** (no `pki`): one plaintext listener, anyone may connect and use any topic. For a laptop demo only.
+- **secured** (`pki` given): `port` is a mutual-TLS device listener (client certificate from the fleet CA required,
+  CRL checked in the handshake and the revocation record re-checked on every CONNECT, identity = CN), `app_port`
+  an optional app listener (username + `$7$` password, TLS unless `app_tls=False`); every PUBLISH, SUBSCRIBE and
+  delivery is checked against the same `AclPolicy` Mosquitto's ACL files are generated from.
+
+What amqtt 0.12 cannot do that the Mosquitto set-up does (use Mosquitto when these matter):
+
+- MQTT 5 is not supported (CONNECT with protocol level 5 is refused): no reason codes, no shared subscriptions —
+  `$share/...` subscriptions are refused (SUBACK 0x80), so cloud instances cannot split the load.
+- No persistence: sessions, subscriptions, queued QoS 1 messages and retained messages live in memory only.
+- Session handling comes before authentication: a CONNECT with another client's id deletes that client's session
+  (clean session) or takes it over (persistent session) even when the CONNECT is then refused. On the device
+  listener only certificate holders get that far (the TLS handshake needs a valid certificate); on the app
+  listener anyone who can reach the port can disconnect an app or wipe its subscriptions.
+- A certificate's CRL status is checked by OpenSSL with the CRL as it was at start; revocations made later are
+  caught by the plugin's check of the revocation record at CONNECT, but connections that are already open stay
+  open (Mosquitto: also until they reconnect, after a reload).
+- The retain flag cannot be forbidden per topic (neither can Mosquitto 2.0 with ACL files).
+
+Stricter than Mosquitto here: a car must use its VIN as client id, an app its username, a last will must be on a
+topic the client may publish to (refused at CONNECT), and a subscription wider than the client's rights is
+refused (SUBACK 0x80) instead of granted and filtered per message.
+"""
+
+from __future__ import annotations
+
+import logging
+import ssl
+from collections.abc import Mapping
+from types import TracebackType
+from typing import Any
+
+from amqtt.broker import Broker
+from amqtt.contexts import Action, BrokerConfig, ListenerConfig
+from amqtt.session import Session
+
+from broker.mosquitto import AclPolicy, hash_password, validate_app_username
+from broker.pki import FleetPKI
+
+from ._plugins import SecurityState
+
+__all__ = ["EmbeddedBroker"]
+
+_log = logging.getLogger(__name__)
+
+_DEVICE = "default"  # amqtt requires a listener called "default"; in secured mode it is the device listener
+_APP = "app"
+_PLUGINS = "broker.embedded._plugins"
+
+
+class _TcuSimBroker(Broker):  # type: ignore[misc]  # amqtt ships no type information
+    """amqtt's Broker with per-listener TLS from the fleet PKI and retained messages delivered only to
+    subscribers of the filter."""
+
+    def __init__(self, config: BrokerConfig, contexts: Mapping[str, ssl.SSLContext]) -> None:
+        self._tcu_sim_contexts = dict(contexts)
+        super().__init__(config)
+
+    def _create_ssl_context(self, listener: ListenerConfig) -> ssl.SSLContext:
+        # amqtt builds one context for every TLS listener with CERT_OPTIONAL and no CRL; use ours, found by bind.
+        for name, candidate in self.listeners_config.items():
+            if candidate is listener and name in self._tcu_sim_contexts:
+                return self._tcu_sim_contexts[name]
+        raise ValueError(f"no TLS context for listener {listener.bind}")
+
+    async def _publish_retained_messages_for_subscription(
+        self, subscription: tuple[str, int], session: Session
+    ) -> None:
+        # amqtt calls this at every CONNECT for every filter *any* client subscribed to, which would hand a
+        # connecting client retained messages it never subscribed to (another car's status). Only the
+        # client's own, permitted subscriptions get their retained messages.
+        topic_filter = subscription[0]
+        holders = self._subscriptions.get(topic_filter, [])
+        if not any(holder.client_id == session.client_id for holder, _ in holders):
+            return
+        if not await self._topic_filtering(session, topic_filter, Action.SUBSCRIBE):
+            return
+        await super()._publish_retained_messages_for_subscription(subscription, session)
+
+
+class EmbeddedBroker:
+    """amqtt broker as an async context manager (see the module docstring for the two modes)."""
+
+    def __init__(
+        self,
+        host: str = "127.0.0.1",
+        port: int = 1883,
+        *,
+        pki: FleetPKI | None = None,
+        app_port: int | None = None,
+        app_tls: bool = True,
+        app_users: Mapping[str, str] | None = None,
+        topic_prefix: str = "",
+        policy: AclPolicy | None = None,
+    ) -> None:
+        if pki is None and (app_port is not None or app_users):
+            raise ValueError("an app listener needs the secured mode (pass pki)")
+        self.host = host
+        self.port = port
+        self.app_port = app_port
+        self.app_tls = app_tls
+        self.pki = pki
+        self.policy = policy if policy is not None else AclPolicy(topic_prefix)
+        hashes = {validate_app_username(user): hash_password(pw) for user, pw in (app_users or {}).items()}
+        self._state = SecurityState(policy=self.policy, pki=pki, app_hashes=hashes)
+        self._broker: _TcuSimBroker | None = None
+
+    @property
+    def secured(self) -> bool:
+        """True in secured mode (mutual TLS, passwords, ACLs)."""
+        return self.pki is not None
+
+    @property
+    def running(self) -> bool:
+        """True between start() and stop()."""
+        return self._broker is not None
+
+    def _bind(self, port: int) -> str:
+        return f"[{self.host}]:{port}" if ":" in self.host else f"{self.host}:{port}"
+
+    def _config(self) -> tuple[BrokerConfig, dict[str, ssl.SSLContext]]:
+        plugins: dict[str, Any]
+        listeners: dict[str, Any]
+        contexts: dict[str, ssl.SSLContext] = {}
+        if self.pki is None:
+            listeners = {_DEVICE: {"type": "tcp", "bind": self._bind(self.port)}}
+            plugins = {"amqtt.plugins.authentication.AnonymousAuthPlugin": {"allow_anonymous": True}}
+        else:
+            server = self.pki.ensure_server()
+            tls_files = {"ssl": True, "certfile": str(server.paths.cert), "keyfile": str(server.paths.key)}
+            listeners = {_DEVICE: {"type": "tcp", "bind": self._bind(self.port), **tls_files}}
+            contexts[_DEVICE] = self.pki.server_ssl_context(verify_clients=True)
+            if self.app_port is not None:
+                listeners[_APP] = {"type": "tcp", "bind": self._bind(self.app_port), **tls_files}
+                if self.app_tls:
+                    contexts[_APP] = self.pki.server_ssl_context(verify_clients=False)
+            plugins = {
+                f"{_PLUGINS}.IdentityAuthPlugin": {"state": self._state},
+                f"{_PLUGINS}.AclTopicPlugin": {"state": self._state},
+            }
+        config = BrokerConfig.from_dict({"listeners": listeners, "plugins": plugins})
+        if self.app_port is not None and not self.app_tls:
+            # Listeners inherit unset fields from "default" (the TLS device listener): switch TLS off again.
+            config.listeners[_APP].ssl = False
+        return config, contexts
+
+    async def start(self) -> None:
+        """Open the listeners."""
+        if self._broker is not None:
+            raise RuntimeError("the embedded broker is already running")
+        config, contexts = self._config()
+        broker = _TcuSimBroker(config, contexts)
+        await broker.start()
+        self._broker = broker
+        _log.info("embedded broker listening on %s:%s (secured=%s)", self.host, self.port, self.secured)
+
+    async def stop(self) -> None:
+        """Close the listeners and every session."""
+        broker, self._broker = self._broker, None
+        if broker is not None:
+            await broker.shutdown()
+
+    async def __aenter__(self) -> EmbeddedBroker:
+        await self.start()
+        return self
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await self.stop()
+
+    def __repr__(self) -> str:
+        mode = "secured" if self.secured else "open"
+        return f"EmbeddedBroker({self.host}:{self.port}, app_port={self.app_port}, {mode}, running={self.running})"
