@@ -162,9 +162,8 @@ class Vehicle:
 
     Public read-only views: `vin`, `capabilities`, `revision`, `locked`, `ignition_on`, `moving`, `lights_on`,
     `position`, `parked_at`, `battery_12v_v`, `fuel_level_pct`, `range_km`, `odometer_km`, `average_speed_kmh`,
-    `privacy_mode`,
-    `aux_state`, `notifications`, `infotainment_user`, `open_doors`, `open_windows`. `signal_pct` is a plain
-    attribute the TCU/fault layer may set (it does not bump the revision).
+    `privacy_mode`, `aux_state`, `notifications`, `infotainment_user`, `open_doors`, `open_windows`.
+    `signal_pct` is a plain attribute the TCU/fault layer may set (it does not bump the revision).
     """
 
     __slots__ = (
