@@ -268,6 +268,7 @@ class Vehicle:
         combination that is not built and `VehicleError` for a malformed VIN or position.
         """
         caps = capabilities(model, equipment)
+        now = _check_now(now)
         if not isinstance(vin, str) or not is_valid_vin(vin):
             raise VehicleError("vin: not a valid 17-character VIN")
         lat, lon = (home.lat, home.lon) if isinstance(home, Position) else home
@@ -287,7 +288,6 @@ class Vehicle:
         if caps.electric and warning == "adblue_low":
             warning = "tyre_pressure_low"  # an electric car has no AdBlue tank
         odo = drawn_odometer if odometer_km is None else _check_range("odometer_km", odometer_km, 0, 10_000_000)
-        now = float(now)
         return cls(
             vin,
             caps,
@@ -444,7 +444,7 @@ class Vehicle:
     def next_tick_s(self, now: float | None = None) -> float:
         """Seconds from `now` (default: the last time the car saw) until something changes on its own: the next
         heater minute or its end, the next kilometre or the arrival, the battery crossing the low mark.
-        `IDLE_TICK_S` when nothing runs."""
+        `IDLE_TICK_S` when nothing runs. Meant to be called right after `advance` (it does not let time run)."""
         t = self._t if now is None else max(float(now), self._t)
         candidates = [IDLE_TICK_S]
         if self._aux is not AuxState.OFF:
@@ -462,9 +462,7 @@ class Vehicle:
     def _catch_up(self, now: float) -> None:
         """Run time from the last seen moment to `now`, splitting at every breakpoint so that the result does
         not depend on how often the car is asked."""
-        now = float(now)
-        if not math.isfinite(now):
-            raise VehicleError("now: must be a finite number of seconds")
+        now = _check_now(now)
         t = self._t
         for _ in range(_MAX_CATCH_UP_STEPS):
             self._settle(t)
@@ -695,7 +693,7 @@ class Vehicle:
         handler = _CONTROLS.get(act)
         if handler is None:
             raise InvalidControl(act.value, "faults are applied by the TCU's fault layer, not the vehicle model")
-        handler(self, ControlParams(act.value, params), float(now))
+        handler(self, ControlParams(act.value, params), now)
         return self._drain()
 
     def _ready(self, p: ControlParams, now: float) -> float:
@@ -1024,6 +1022,12 @@ def _command(op: CommandOp | str, params: BaseModel | Mapping[str, Any] | None) 
 
 def _position(lat: float, lon: float) -> Position:
     return Position(lat=round(lat, 6), lon=round(lon, 6))
+
+
+def _check_now(now: float) -> float:
+    if isinstance(now, bool) or not isinstance(now, int | float) or not math.isfinite(now) or now < 0:
+        raise VehicleError("now: must be a finite, non-negative number of seconds")
+    return float(now)
 
 
 def _check_range(name: str, value: float, low: float, high: float) -> float:

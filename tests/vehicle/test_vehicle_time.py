@@ -117,9 +117,15 @@ def test_next_tick_follows_what_runs() -> None:
     assert car.next_tick_s(T0 + 590) == pytest.approx(10.0)
 
 
-def test_a_non_finite_time_is_refused() -> None:
-    with pytest.raises(VehicleError, match="finite"):
-        make_car().advance(float("nan"))
+@pytest.mark.parametrize("now", [float("nan"), float("inf"), -1.0])
+def test_a_time_that_is_not_a_moment_is_refused(now: float) -> None:
+    car = make_car()
+    before = state_of(car)
+    with pytest.raises(VehicleError, match="finite, non-negative"):
+        car.advance(now)
+    with pytest.raises(VehicleError, match="finite, non-negative"):
+        car.control("lights_on", {}, now)
+    assert state_of(car) == before
 
 
 def test_revision_grows_with_the_heater_countdown() -> None:
