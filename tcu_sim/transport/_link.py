@@ -16,6 +16,7 @@ import asyncio
 import contextlib
 import socket
 import ssl
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -172,7 +173,10 @@ class MqttLink:
             self._sock = None
 
     def _on_register_write(self, client: mqtt.Client, userdata: Any, sock: Any) -> None:
-        self._pool.call_threadsafe(self._pool.watch_write, sock, self._writable)
+        if self._pool.on_loop_thread():
+            self._pool.watch_write(sock, self._writable)
+        else:
+            self._pool.call_threadsafe(self._pool.watch_write, sock, self._writable)
 
     def _on_unregister_write(self, client: mqtt.Client, userdata: Any, sock: Any) -> None:
         self._pool.unwatch_write(sock)
@@ -192,6 +196,9 @@ class MqttLink:
         rc = self._client.loop_write()
         if rc not in (MQTTErrorCode.MQTT_ERR_SUCCESS, MQTTErrorCode.MQTT_ERR_AGAIN):
             self._mark_disconnected(f"write: {rc.name}")
+        elif not self._client.want_write() and self._sock is not None:
+            # paho's unregister callback can race the deferred register from the handshake thread; never spin.
+            self._pool.unwatch_write(self._sock)
 
     def _on_connect(self, client: mqtt.Client, userdata: Any, flags: Any, reason: Any, props: Any) -> None:
         if reason.is_failure:
@@ -228,6 +235,7 @@ class LinkPool:
 
     def __init__(self, *, max_concurrent_handshakes: int = 32, housekeeping_interval_s: float = 1.0) -> None:
         self._loop: asyncio.AbstractEventLoop | None = None
+        self._loop_thread = 0
         self._handshakes = asyncio.Semaphore(max_concurrent_handshakes)
         self._interval = housekeeping_interval_s
         self._links: list[MqttLink] = []
@@ -240,6 +248,7 @@ class LinkPool:
 
     async def __aenter__(self) -> LinkPool:
         self._loop = asyncio.get_running_loop()
+        self._loop_thread = threading.get_ident()
         self._task = asyncio.create_task(self._housekeeping(), name="link_pool.housekeeping")
         return self
 
@@ -274,6 +283,9 @@ class LinkPool:
             rc = await self.loop.run_in_executor(None, func)
         if rc not in (None, MQTTErrorCode.MQTT_ERR_SUCCESS):
             raise OSError(f"MQTT connect failed: {rc}")
+
+    def on_loop_thread(self) -> bool:
+        return threading.get_ident() == self._loop_thread
 
     def call_threadsafe(self, func: Callable[..., None], *args: Any) -> None:
         self.loop.call_soon_threadsafe(func, *args)
