@@ -62,6 +62,10 @@ class Backend(ABC):
         """`async with backend.transaction() as tx:` — commit on exit, roll back on an exception."""
 
     @abstractmethod
+    def statement(self) -> Any:
+        """`async with backend.statement() as tx:` — for ONE statement, which is atomic by itself (autocommit)."""
+
+    @abstractmethod
     async def close(self) -> None:
         """Release connections."""
 
@@ -102,10 +106,14 @@ class SqliteBackend(Backend):
     @classmethod
     async def open(cls, path: str, *, busy_timeout_ms: int = 10_000) -> SqliteBackend:
         """Open (creating) the database file with WAL and a busy timeout."""
+        # isolation_level=None: no implicit transactions; this class issues BEGIN/COMMIT itself.
+        conn = aiosqlite.connect(path, isolation_level=None)
         try:
-            # isolation_level=None: no implicit transactions; this class issues BEGIN/COMMIT itself.
-            conn = await aiosqlite.connect(path, isolation_level=None)
+            await conn
         except sqlite3.Error as exc:
+            # aiosqlite stops its worker thread after a failed connect without waiting for it; wait here, so
+            # that the thread does not report to an event loop that may be gone by then.
+            await asyncio.to_thread(conn._thread.join, 5.0)
             raise RegistryUnavailable(f"cannot open SQLite database {path!r}: {exc}") from exc
         conn.row_factory = aiosqlite.Row
         await conn.execute(f"PRAGMA busy_timeout = {int(busy_timeout_ms)}")
@@ -127,6 +135,11 @@ class SqliteBackend(Backend):
                 raise
             else:
                 await asyncio.shield(self._conn.execute("COMMIT"))
+
+    @asynccontextmanager
+    async def statement(self) -> AsyncIterator[Tx]:
+        async with self._lock:
+            yield _SqliteTx(self._conn)
 
     async def close(self) -> None:
         await self._conn.close()
@@ -185,7 +198,9 @@ class PostgresBackend(Backend):
         """Connect a pool to `dsn`."""
         shown = _redact_dsn(dsn)
         try:
-            pool = await asyncpg.create_pool(dsn, min_size=1, max_size=pool_size, timeout=timeout_s)
+            pool = await asyncpg.create_pool(
+                dsn, min_size=1, max_size=pool_size, timeout=timeout_s, reset=_no_session_state
+            )
         except (TimeoutError, OSError, asyncpg.PostgresError) as exc:
             raise RegistryUnavailable(f"cannot connect to PostgreSQL at {shown}: {exc}") from exc
         return cls(pool, shown)
@@ -195,11 +210,22 @@ class PostgresBackend(Backend):
         async with self._pool.acquire() as conn, conn.transaction():
             yield _PgTx(conn)
 
+    @asynccontextmanager
+    async def statement(self) -> AsyncIterator[Tx]:
+        async with self._pool.acquire() as conn:
+            yield _PgTx(conn)
+
     async def close(self) -> None:
         await self._pool.close()
 
     def __repr__(self) -> str:
         return f"PostgresBackend({self._dsn!r})"
+
+
+async def _no_session_state(_: asyncpg.Connection) -> None:
+    """Pool reset hook. The registry never leaves session state behind (no SET, LISTEN, session advisory lock,
+    open cursor), so the default reset query would only add a round trip to every registry step; an open
+    transaction is still rolled back by asyncpg itself before this hook runs."""
 
 
 def _redact_dsn(dsn: str) -> str:

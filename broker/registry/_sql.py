@@ -1,5 +1,8 @@
 """`SqlRegistry`: the registry interface implemented once, in SQL both SQLite and PostgreSQL understand.
 
+A step of one statement runs in `statement()` (the statement is atomic by itself, and saves the BEGIN/COMMIT
+round trips); a step of several runs in `transaction()`.
+
 Every piece of SQL built with an f-string below inserts only `?` placeholder lists, a `FOR UPDATE` suffix or a
 column name from this module, never input: input always travels as a bound parameter.
 """
@@ -155,7 +158,7 @@ class SqlRegistry:
 
     # -- accounts --------------------------------------------------------------------------------------------
     async def create_user(self, user: UserRecord) -> bool:
-        async with self._db.transaction() as tx:
+        async with self._db.statement() as tx:
             row = await tx.fetchone(
                 "INSERT INTO users (id, email, email_key, password_hash, spin_hash, verified,"
                 " reauth_minutes, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
@@ -166,17 +169,17 @@ class SqlRegistry:
         return row is not None
 
     async def get_user(self, user_id: str) -> UserRecord | None:
-        async with self._db.transaction() as tx:
+        async with self._db.statement() as tx:
             row = await tx.fetchone("SELECT * FROM users WHERE id = ?", user_id)
         return None if row is None else _user(row)
 
     async def get_user_by_email(self, email: str) -> UserRecord | None:
-        async with self._db.transaction() as tx:
+        async with self._db.statement() as tx:
             row = await tx.fetchone("SELECT * FROM users WHERE email_key = ?", email_key(email))
         return None if row is None else _user(row)
 
     async def _update_user(self, user_id: str, column: str, value: Any) -> None:
-        async with self._db.transaction() as tx:
+        async with self._db.statement() as tx:
             await tx.execute(f"UPDATE users SET {column} = ? WHERE id = ?", value, user_id)
 
     async def set_user_verified(self, user_id: str) -> None:
@@ -194,14 +197,14 @@ class SqlRegistry:
     async def add_email_code(
         self, code_hash: str, user_id: str, created_at: float, expires_at: float
     ) -> None:
-        async with self._db.transaction() as tx:
+        async with self._db.statement() as tx:
             await tx.execute(
                 "INSERT INTO email_codes (code_hash, user_id, created_at, expires_at) VALUES (?, ?, ?, ?)",
                 code_hash, user_id, created_at, expires_at,
             )
 
     async def use_email_code(self, code_hash: str, now: float) -> str | None:
-        async with self._db.transaction() as tx:
+        async with self._db.statement() as tx:
             row = await tx.fetchone(
                 "UPDATE email_codes SET used_at = ? WHERE code_hash = ? AND used_at IS NULL"
                 " AND expires_at > ? RETURNING user_id",
@@ -211,7 +214,7 @@ class SqlRegistry:
 
     # -- sessions --------------------------------------------------------------------------------------------
     async def create_session(self, session: SessionRecord) -> None:
-        async with self._db.transaction() as tx:
+        async with self._db.statement() as tx:
             await tx.execute(
                 "INSERT INTO sessions (token_hash, user_id, created_at, last_activity, revoked_at)"
                 " VALUES (?, ?, ?, ?, ?)",
@@ -220,19 +223,19 @@ class SqlRegistry:
             )
 
     async def get_session(self, token_hash: str) -> SessionRecord | None:
-        async with self._db.transaction() as tx:
+        async with self._db.statement() as tx:
             row = await tx.fetchone("SELECT * FROM sessions WHERE token_hash = ?", token_hash)
         return None if row is None else _session(row)
 
     async def touch_session(self, token_hash: str, at: float) -> None:
-        async with self._db.transaction() as tx:
+        async with self._db.statement() as tx:
             await tx.execute(
                 "UPDATE sessions SET last_activity = ? WHERE token_hash = ? AND last_activity < ?",
                 at, token_hash, at,
             )
 
     async def revoke_session(self, token_hash: str, at: float) -> bool:
-        async with self._db.transaction() as tx:
+        async with self._db.statement() as tx:
             row = await tx.fetchone(
                 "UPDATE sessions SET revoked_at = ? WHERE token_hash = ? AND revoked_at IS NULL"
                 " RETURNING user_id",
@@ -241,7 +244,7 @@ class SqlRegistry:
         return row is not None
 
     async def revoke_user_sessions(self, user_id: str, at: float, *, keep: str | None = None) -> int:
-        async with self._db.transaction() as tx:
+        async with self._db.statement() as tx:
             rows = await tx.fetchall(
                 "UPDATE sessions SET revoked_at = ? WHERE user_id = ? AND revoked_at IS NULL"
                 " AND token_hash <> ? RETURNING user_id",
@@ -261,7 +264,7 @@ class SqlRegistry:
                 )
 
     async def get_vehicle(self, vin: str) -> VehicleRecord | None:
-        async with self._db.transaction() as tx:
+        async with self._db.statement() as tx:
             row = await tx.fetchone("SELECT * FROM vehicles WHERE vin = ?", vin)
         if row is None:
             return None
@@ -273,7 +276,7 @@ class SqlRegistry:
     async def record_status(
         self, vin: str, status: dict[str, Any], privacy_mode: str, updated_at: float
     ) -> bool:
-        async with self._db.transaction() as tx:
+        async with self._db.statement() as tx:
             row = await tx.fetchone(
                 "INSERT INTO vehicle_state (vin, privacy_mode, status, updated_at) VALUES (?, ?, ?, ?)"
                 " ON CONFLICT (vin) DO UPDATE SET privacy_mode = excluded.privacy_mode,"
@@ -285,7 +288,7 @@ class SqlRegistry:
         return row is not None
 
     async def record_privacy(self, vin: str, privacy_mode: str, at: float) -> bool:
-        async with self._db.transaction() as tx:
+        async with self._db.statement() as tx:
             row = await tx.fetchone(
                 "INSERT INTO vehicle_state (vin, privacy_mode, updated_at) VALUES (?, ?, ?)"
                 " ON CONFLICT (vin) DO UPDATE SET privacy_mode = excluded.privacy_mode,"
@@ -297,7 +300,7 @@ class SqlRegistry:
         return row is not None
 
     async def set_vehicle_online(self, vin: str, online: bool) -> None:
-        async with self._db.transaction() as tx:
+        async with self._db.statement() as tx:
             await tx.execute(
                 "INSERT INTO vehicle_state (vin, online) VALUES (?, ?)"
                 " ON CONFLICT (vin) DO UPDATE SET online = excluded.online",
@@ -305,7 +308,7 @@ class SqlRegistry:
             )
 
     async def get_vehicle_state(self, vin: str) -> VehicleState | None:
-        async with self._db.transaction() as tx:
+        async with self._db.statement() as tx:
             row = await tx.fetchone("SELECT * FROM vehicle_state WHERE vin = ?", vin)
         if row is None:
             return None
@@ -318,31 +321,31 @@ class SqlRegistry:
 
     # -- enrolments ------------------------------------------------------------------------------------------
     async def get_enrolment(self, vin: str, user_id: str) -> EnrolmentRecord | None:
-        async with self._db.transaction() as tx:
+        async with self._db.statement() as tx:
             row = await tx.fetchone("SELECT * FROM enrolments WHERE vin = ? AND user_id = ?", vin, user_id)
         return None if row is None else _enrolment(row)
 
     async def list_user_enrolments(self, user_id: str) -> list[EnrolmentRecord]:
-        async with self._db.transaction() as tx:
+        async with self._db.statement() as tx:
             rows = await tx.fetchall(
                 "SELECT * FROM enrolments WHERE user_id = ? ORDER BY created_at, vin", user_id
             )
         return [_enrolment(r) for r in rows]
 
     async def list_vehicle_enrolments(self, vin: str) -> list[EnrolmentRecord]:
-        async with self._db.transaction() as tx:
+        async with self._db.statement() as tx:
             rows = await tx.fetchall(
                 "SELECT * FROM enrolments WHERE vin = ? ORDER BY created_at, user_id", vin
             )
         return [_enrolment(r) for r in rows]
 
     async def count_user_enrolments(self, user_id: str) -> int:
-        async with self._db.transaction() as tx:
+        async with self._db.statement() as tx:
             row = await tx.fetchone("SELECT COUNT(*) AS n FROM enrolments WHERE user_id = ?", user_id)
         return int(row["n"]) if row else 0
 
     async def put_enrolment(self, enrolment: EnrolmentRecord) -> None:
-        async with self._db.transaction() as tx:
+        async with self._db.statement() as tx:
             await self._put_enrolment(tx, enrolment)
 
     @staticmethod
@@ -420,7 +423,7 @@ class SqlRegistry:
         return dataclasses.replace(code, id=int(row["id"]))
 
     async def find_pairing_code(self, vin: str, code_hash: str) -> PairingCodeRecord | None:
-        async with self._db.transaction() as tx:
+        async with self._db.statement() as tx:
             row = await tx.fetchone(
                 "SELECT * FROM pairing_codes WHERE vin = ? AND code_hash = ? ORDER BY id DESC LIMIT 1",
                 vin, code_hash,
@@ -429,7 +432,7 @@ class SqlRegistry:
 
     # -- S-PIN and rate limits -------------------------------------------------------------------------------
     async def get_spin_state(self, user_id: str) -> SpinState:
-        async with self._db.transaction() as tx:
+        async with self._db.statement() as tx:
             row = await tx.fetchone("SELECT * FROM spin_state WHERE user_id = ?", user_id)
         if row is None:
             return SpinState(user_id=user_id)
@@ -485,7 +488,7 @@ class SqlRegistry:
 
     # -- licences --------------------------------------------------------------------------------------------
     async def ensure_licence(self, licence: LicenceRecord) -> bool:
-        async with self._db.transaction() as tx:
+        async with self._db.statement() as tx:
             row = await tx.fetchone(
                 "INSERT INTO licences (vin, starts_at, ends_at) VALUES (?, ?, ?)"
                 " ON CONFLICT (vin) DO NOTHING RETURNING vin",
@@ -494,12 +497,12 @@ class SqlRegistry:
         return row is not None
 
     async def get_licence(self, vin: str) -> LicenceRecord | None:
-        async with self._db.transaction() as tx:
+        async with self._db.statement() as tx:
             row = await tx.fetchone("SELECT * FROM licences WHERE vin = ?", vin)
         return None if row is None else _licence(row)
 
     async def list_purchases(self, vin: str) -> list[PurchaseRecord]:
-        async with self._db.transaction() as tx:
+        async with self._db.statement() as tx:
             rows = await tx.fetchall("SELECT * FROM purchases WHERE vin = ? ORDER BY id", vin)
         return [_purchase(r) for r in rows]
 
@@ -536,7 +539,7 @@ class SqlRegistry:
         return result
 
     async def licences_ending_between(self, after: float, until: float) -> list[LicenceRecord]:
-        async with self._db.transaction() as tx:
+        async with self._db.statement() as tx:
             rows = await tx.fetchall(
                 "SELECT * FROM licences WHERE ends_at > ? AND ends_at <= ? ORDER BY ends_at, vin",
                 after, until,
@@ -586,12 +589,12 @@ class SqlRegistry:
         )
 
     async def get_command(self, command_id: str) -> CommandRecord | None:
-        async with self._db.transaction() as tx:
+        async with self._db.statement() as tx:
             row = await tx.fetchone("SELECT * FROM commands WHERE id = ?", command_id)
         return None if row is None else _command(row)
 
     async def find_command(self, user_id: str, request_id: str) -> CommandRecord | None:
-        async with self._db.transaction() as tx:
+        async with self._db.statement() as tx:
             row = await tx.fetchone(
                 "SELECT * FROM commands WHERE user_id = ? AND request_id = ?", user_id, request_id
             )
@@ -636,7 +639,7 @@ class SqlRegistry:
         return sorted(expired, key=lambda c: (c.created_at, c.id))
 
     async def command_history(self, command_id: str) -> list[CommandStep]:
-        async with self._db.transaction() as tx:
+        async with self._db.statement() as tx:
             rows = await tx.fetchall(
                 "SELECT * FROM command_history WHERE command_id = ? ORDER BY id", command_id
             )
@@ -644,7 +647,7 @@ class SqlRegistry:
 
     # -- audit, mail, counters -------------------------------------------------------------------------------
     async def add_audit(self, entry: AuditRecord) -> None:
-        async with self._db.transaction() as tx:
+        async with self._db.statement() as tx:
             await tx.execute(
                 "INSERT INTO audit (at, action, outcome, user_id, vin, detail) VALUES (?, ?, ?, ?, ?, ?)",
                 entry.at, entry.action, entry.outcome, entry.user_id, entry.vin, _dumps(entry.detail),
@@ -658,7 +661,7 @@ class SqlRegistry:
             where, args = where + " AND user_id = ?", [*args, user_id]
         if vin is not None:
             where, args = where + " AND vin = ?", [*args, vin]
-        async with self._db.transaction() as tx:
+        async with self._db.statement() as tx:
             rows = await tx.fetchall(
                 f"SELECT * FROM (SELECT * FROM audit WHERE {where} ORDER BY id DESC LIMIT ?) AS newest"
                 " ORDER BY id",
@@ -673,7 +676,7 @@ class SqlRegistry:
         ]
 
     async def add_mail(self, mail: MailRecord) -> None:
-        async with self._db.transaction() as tx:
+        async with self._db.statement() as tx:
             await self._add_mail(tx, mail)
 
     @staticmethod
@@ -684,12 +687,12 @@ class SqlRegistry:
         )
 
     async def list_mail(self, email: str) -> list[MailRecord]:
-        async with self._db.transaction() as tx:
+        async with self._db.statement() as tx:
             rows = await tx.fetchall("SELECT * FROM mails WHERE to_key = ? ORDER BY id", email_key(email))
         return [_mail(r) for r in rows]
 
     async def next_counter(self, name: str) -> int:
-        async with self._db.transaction() as tx:
+        async with self._db.statement() as tx:
             row = await tx.fetchone(
                 "INSERT INTO counters (name, value) VALUES (?, 1)"
                 " ON CONFLICT (name) DO UPDATE SET value = counters.value + 1 RETURNING value",
@@ -699,7 +702,7 @@ class SqlRegistry:
         return int(row["value"])
 
     async def advance_seq(self, stream: str, seq: int) -> bool:
-        async with self._db.transaction() as tx:
+        async with self._db.statement() as tx:
             row = await tx.fetchone(
                 "INSERT INTO seq_marks (stream, seq) VALUES (?, ?)"
                 " ON CONFLICT (stream) DO UPDATE SET seq = excluded.seq WHERE seq_marks.seq < excluded.seq"

@@ -6,6 +6,9 @@ import asyncio
 import random
 import re
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+
+import asyncpg
 
 from broker.cloud import (
     CloudConfig,
@@ -16,7 +19,7 @@ from broker.cloud import (
 )
 from broker.registry import MailRecord, VehicleRecord, open_registry
 from tcu_sim.clock import VirtualClock
-from tcu_sim.protocol import ErrorCode, generate_vin
+from tcu_sim.protocol import ErrorCode, StatusSnapshot, generate_vin
 from tcu_sim.vehicle import EnrolmentMethod
 
 START = 1_767_225_600.0  # 2026-01-01T00:00:00Z, the virtual clock's start
@@ -39,6 +42,30 @@ FLEET = [
     VehicleRecord(BORN, "born", "navigation", START - 100 * DAY, "test"),
     VehicleRecord(FORMENTOR, "formentor", "navigation", START - 100 * DAY, "test"),
 ]
+
+
+#: Every table but schema_version, children before parents (test_cloud_registry checks the list is complete).
+TABLES = (
+    "command_history", "commands", "audit", "mails", "reminders", "purchases", "licences", "rate_buckets",
+    "spin_state", "pairing_codes", "enrolments", "vehicle_state", "vehicles", "sessions", "email_codes", "users",
+    "counters", "seq_marks",
+)
+
+
+def execute_sql(dsn: str, statement: str) -> None:
+    """Run one statement on its own connection, in a thread of its own: fixtures that need it may be set up
+    while the test's event loop is running."""
+
+    async def run() -> None:
+        conn = await asyncpg.connect(dsn, timeout=5)
+        try:
+            await conn.execute(statement)
+        finally:
+            await conn.close()
+
+    with ThreadPoolExecutor(1) as pool:
+        pool.submit(asyncio.run, run()).result()
+
 
 
 def services(
@@ -115,3 +142,28 @@ def hammer_spin(url: str, email: str, attempts: int, seed: int) -> None:
                 await asyncio.gather(*(one() for _ in range(min(5, attempts - start))))
 
     asyncio.run(run())
+
+
+def status(privacy: str = "off", *, at: float = START) -> StatusSnapshot:
+    """A parked, locked car's status snapshot in the given privacy mode."""
+    closed = {"open": False, "locked": True}
+    return StatusSnapshot.model_validate(
+        {
+            "updated_at": at,
+            "connection": {"online": True, "signal_pct": 80},
+            "privacy_mode": privacy,
+            "ignition": "off",
+            "moving": False,
+            "locked": True,
+            "doors": {d: closed for d in ("front_left", "front_right", "rear_left", "rear_right", "trunk", "hood")},
+            "windows": {w: "closed" for w in ("front_left", "front_right", "rear_left", "rear_right")},
+            "lights": "off",
+            "parking_position": None if privacy != "off" else {"lat": 41.39, "lon": 2.17, "parked_at": at - 60},
+            "aux_heating": {"state": "off", "remaining_min": 0, "target_temperature_c": None},
+            "battery_12v_v": 12.6,
+            "fuel_level_pct": 60.0,
+            "range_km": 500.0,
+            "odometer_km": 12000.0,
+            "health": {"warnings": [], "inspection_due_days": 200, "oil_service_due_km": 9000},
+        }
+    )

@@ -18,35 +18,13 @@ from pathlib import Path
 
 import asyncpg
 import pytest
-from cloud_testkit import FLEET, START, services
+from cloud_testkit import FLEET, START, TABLES, execute_sql, services
 
 from broker.cloud import CloudServices
 from broker.registry import SqlRegistry, open_registry
 from tcu_sim.clock import VirtualClock
 
-#: Every table but schema_version, children before parents (test_cloud_registry checks the list is complete).
-TABLES = (
-    "command_history", "commands", "audit", "mails", "reminders", "purchases", "licences", "rate_buckets",
-    "spin_state", "pairing_codes", "enrolments", "vehicle_state", "vehicles", "sessions", "email_codes", "users",
-    "counters", "seq_marks",
-)
-
 ADMIN_DSN = os.environ.get("TCU_SIM_TEST_POSTGRES", "postgresql://postgres@127.0.0.1:5432/test")
-
-
-def _execute(dsn: str, statement: str) -> None:
-    """Run one statement on its own connection, in a thread of its own: fixtures that need it may be set up
-    while the test's event loop is running."""
-
-    async def run() -> None:
-        conn = await asyncpg.connect(dsn, timeout=5)
-        try:
-            await conn.execute(statement)
-        finally:
-            await conn.close()
-
-    with ThreadPoolExecutor(1) as pool:
-        pool.submit(asyncio.run, run()).result()
 
 
 @pytest.fixture(scope="session")
@@ -54,7 +32,7 @@ def postgres_database() -> Iterator[str]:
     """A fresh PostgreSQL database for this test session (per xdist worker); its DSN."""
     name = f"tcusim_test_{secrets.token_hex(5)}"
     try:
-        _execute(ADMIN_DSN, f'CREATE DATABASE "{name}"')
+        execute_sql(ADMIN_DSN, f'CREATE DATABASE "{name}"')
     except (OSError, TimeoutError, asyncpg.PostgresError) as exc:
         message = f"PostgreSQL at {ADMIN_DSN.rsplit('@', 1)[-1]} is not usable: {exc}"
         if os.environ.get("CI") == "true":
@@ -70,7 +48,7 @@ def postgres_database() -> Iterator[str]:
     with ThreadPoolExecutor(1) as pool:
         pool.submit(asyncio.run, migrate()).result()
     yield dsn
-    _execute(ADMIN_DSN, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    execute_sql(ADMIN_DSN, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
 @pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
@@ -79,7 +57,7 @@ def registry_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
     if request.param == "sqlite":
         return f"sqlite://{tmp_path}/cloud.db"
     dsn: str = request.getfixturevalue("postgres_database")
-    _execute(dsn, ";".join(f"DELETE FROM {table}" for table in TABLES))  # noqa: S608 - names are TABLES constants
+    execute_sql(dsn, ";".join(f"DELETE FROM {table}" for table in TABLES))  # noqa: S608 - names are TABLES constants
     return dsn
 
 
