@@ -460,14 +460,15 @@ class MosquittoBroker:
         will: tuple[str, bytes] | None = None,
         disconnect: bool = True,
     ) -> ConnectOutcome:
-        """Try one MQTT connection to the device listener with `identity`'s certificate (None: none) and say
-        how the broker answered — in milliseconds, naming the TLS alert when it refuses the certificate.
+        """Try one MQTT connection to the device listener with `identity`'s certificate (issued if missing; None:
+        no certificate) and say how the broker answered — in milliseconds, naming the TLS alert when it refuses
+        the certificate.
 
         The probe speaks TLS 1.2, where the broker judges the client certificate inside the handshake; with
         TLS 1.3 its alert can arrive after the client has written, and a reset may swallow it.
         `will` and `disconnect=False` are passed to `probe_connect` (to make the broker publish a last will).
         """
-        context = self.pki.client_ssl_context(identity)
+        context = self.ssl_context(identity)
         context.maximum_version = ssl.TLSVersion.TLSv1_2
         return await probe_connect(
             self.host,
