@@ -54,6 +54,7 @@ from ._errors import (
     VehicleNotFound,
     VehicleOffline,
 )
+from ._events import CarEventOutcome, CarEvents
 from ._garage import (
     INFOTAINMENT_LOGIN,
     INVITATION,
@@ -86,6 +87,8 @@ __all__ = [
     "AddVehicleResult",
     "AuthenticationError",
     "CancellationPeriodOver",
+    "CarEventOutcome",
+    "CarEvents",
     "CloudConfig",
     "CloudError",
     "CloudServices",
@@ -147,8 +150,8 @@ __all__ = [
 class CloudServices:
     """Every domain service of the cloud over one registry, wired together.
 
-    Attributes: `accounts`, `spin`, `access`, `vehicles`, `garage`, `licences`, `commands` (and `ctx`, the
-    shared dependencies). Several instances — in one process or many — may share one registry: every rule
+    Attributes: `accounts`, `spin`, `access`, `vehicles`, `garage`, `licences`, `commands`, `events` (and `ctx`,
+    the shared dependencies). Several instances — in one process or many — may share one registry: every rule
     that counts (S-PIN failures, rate limits, idempotent commands, reminders) is kept in the store.
     """
 
@@ -173,6 +176,7 @@ class CloudServices:
         self.garage = GarageService(self.ctx, self.accounts, self.access)
         self.licences = LicenceService(self.ctx, self.access)
         self.commands = CommandService(self.ctx, self.accounts, self.access, self.spin)
+        self.events = CarEvents(self.ctx, self.garage, self.vehicles)
 
     @property
     def registry(self) -> Registry:

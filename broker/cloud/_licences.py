@@ -161,7 +161,9 @@ class LicenceService:
         try:
             await self._reg.update_licence(access.vin, refund)
         except (InvalidRequest, CancellationPeriodOver) as exc:
-            await self._ctx.audit("licence.cancel", "refused", user_id=user_id, vin=access.vin, code=exc.code.value)
+            await self._ctx.audit(
+                "licence.cancel", "refused", user_id=user_id, vin=access.vin, error_code=exc.code.value
+            )
             raise
         await self._ctx.audit("licence.cancelled", user_id=user_id, vin=access.vin)
         await self._ctx.mail(
