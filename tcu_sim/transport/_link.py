@@ -49,6 +49,7 @@ class LinkCallbacks:
     on_disconnected: Callable[[str], None]  # argument: reason
     on_message: Callable[[str, bytes], None]
     on_published: Callable[[int], None]  # argument: message id, once the broker acknowledged it
+    on_subscribed: Callable[[int], None] = lambda _mid: None  # argument: message id of the SUBSCRIBE
 
 
 class MqttLink:
@@ -95,6 +96,7 @@ class MqttLink:
         client.on_disconnect = self._on_disconnect
         client.on_message = self._on_message
         client.on_publish = self._on_publish
+        client.on_subscribe = self._on_subscribe
         client.on_socket_open = self._on_socket_open
         client.on_socket_close = self._on_socket_close
         client.on_socket_register_write = self._on_register_write
@@ -124,10 +126,12 @@ class MqttLink:
             return None
         return info.mid
 
-    def subscribe(self, topics: list[str], qos: int = 1) -> None:
-        """Subscribe to the given topic filters (no-op while disconnected; call from `on_connected`)."""
-        if self.connected and topics:
-            self._client.subscribe([(t, qos) for t in topics])
+    def subscribe(self, topics: list[str], qos: int = 1) -> int | None:
+        """Subscribe to the given topic filters; returns the message id `on_subscribed` will report (None if down)."""
+        if not (self.connected and topics):
+            return None
+        rc, mid = self._client.subscribe([(t, qos) for t in topics])
+        return mid if rc == MQTTErrorCode.MQTT_ERR_SUCCESS else None
 
     def disconnect(self) -> None:
         """Close cleanly (DISCONNECT packet, so the broker does not fire the last will)."""
@@ -215,6 +219,9 @@ class MqttLink:
 
     def _on_publish(self, client: mqtt.Client, userdata: Any, mid: int, reason: Any, props: Any) -> None:
         self._callbacks.on_published(mid)
+
+    def _on_subscribe(self, client: mqtt.Client, userdata: Any, mid: int, reasons: Any, props: Any) -> None:
+        self._callbacks.on_subscribed(mid)
 
     def _mark_disconnected(self, reason: str) -> None:
         sock = self._sock

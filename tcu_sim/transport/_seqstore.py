@@ -37,6 +37,11 @@ class SeqStore:
     def __repr__(self) -> str:
         return f"SeqStore(next={self._next}, last_command_seq={self.last_command_seq})"
 
+    @property
+    def last_issued(self) -> int:
+        """The last outgoing seq handed out (0 before the first)."""
+        return self._next - 1
+
     def next_seq(self) -> int:
         """The next outgoing seq, reserving a new block on disk when the current one is used up."""
         seq = self._next

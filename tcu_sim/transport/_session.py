@@ -134,6 +134,7 @@ class TcuSession:
         self._wake = asyncio.Event()
         self._last_sent_revision = -1
         self.signal_pct = 80
+        self._subscribe_mid: int | None = None
         self._offline_until: float | None = None
         t = self.config.topics
         self._topic_status = t.status(self.vin)
@@ -163,6 +164,7 @@ class TcuSession:
                 on_disconnected=self._on_disconnected,
                 on_message=self._on_message,
                 on_published=self._on_published,
+                on_subscribed=self._on_subscribed,
             ),
             clean_session=False,
             will=(self._topic_connection, b"offline"),
@@ -182,6 +184,11 @@ class TcuSession:
         """Wait until the car is connected (raises TimeoutError)."""
         async with asyncio.timeout(timeout):
             await self._connected.wait()
+
+    async def wait_offline(self, timeout: float) -> None:
+        """Wait until the car has lost its connection (raises TimeoutError)."""
+        async with asyncio.timeout(timeout):
+            await self._disconnected.wait()
 
     def go_offline(self, seconds: float | None = None, *, hard: bool = True) -> None:
         """Lose the network for `seconds` (None: until `go_online`). A hard drop makes the broker fire the will."""
@@ -209,13 +216,8 @@ class TcuSession:
             try:
                 await link.connect(address)
                 async with asyncio.timeout(address.connect_timeout_s):
-                    # Either CONNACK arrives or the broker closes the connection (refused).
-                    while not self._connected.is_set() and not self._disconnected.is_set():
-                        await asyncio.wait(
-                            [asyncio.ensure_future(self._connected.wait()),
-                             asyncio.ensure_future(self._disconnected.wait())],
-                            return_when=asyncio.FIRST_COMPLETED,
-                        )
+                    # Either the broker confirms (CONNACK, SUBACK) or it closes the connection (refused).
+                    await _wait_any(self._connected, self._disconnected)
             except (OSError, TimeoutError) as exc:
                 self._log.info("connect failed", attempt=attempt, error=str(exc) or type(exc).__name__)
                 link.drop()
@@ -311,12 +313,17 @@ class TcuSession:
         assert link is not None
         self.stats.connects += 1
         self._disconnected.clear()
-        self._connected.set()
         self._log.debug("connected", session_present=session_present)
+        # Online (for waiters) only once the broker confirmed the subscriptions: a command sent right after
+        # must not race the SUBSCRIBE.
+        self._subscribe_mid = link.subscribe([self._topic_commands, self._topic_control], qos=1)
         link.publish(self._topic_connection, b"online", qos=1, retain=True)
-        link.subscribe([self._topic_commands, self._topic_control], qos=1)
         self._flush()
         self.send_status(force=True)
+
+    def _on_subscribed(self, mid: int) -> None:
+        if mid == self._subscribe_mid and self.online:
+            self._connected.set()
 
     def _on_disconnected(self, reason: str) -> None:
         if self._connected.is_set():
@@ -396,6 +403,16 @@ class TcuSession:
             return
         self._send_events(events)
         self.send_status()
+
+
+async def _wait_any(*events: asyncio.Event) -> None:
+    """Wait until any of `events` is set."""
+    waiters = [asyncio.ensure_future(e.wait()) for e in events]
+    try:
+        await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for waiter in waiters:
+            waiter.cancel()
 
 
 def _untrusted_command_id(payload: bytes) -> str:
