@@ -121,6 +121,7 @@ class MosquittoBroker:
         self.start_timeout = start_timeout
         self._binary = Path(binary) if binary is not None else None
         self._auto_ports = port == 0 or app_port == 0
+        self._requested_ports = (port, app_port)
         passwords: dict[str, str]
         if isinstance(app_users, Mapping):
             passwords = {str(user): str(password) for user, password in app_users.items()}
@@ -210,7 +211,7 @@ class MosquittoBroker:
             except _PortTaken:
                 if attempt == attempts:
                     raise MosquittoError(f"ports {self.port}/{self.app_port} taken\n{self.log_tail()}") from None
-                self.port, self.app_port = 0, (0 if self.app_port is not None else None)
+                self.port, self.app_port = self._requested_ports  # pick the free ones again; keep given ones
                 continue
             self.starts += 1
             return
@@ -322,6 +323,11 @@ class MosquittoBroker:
             await self.wait_for_log(pattern, since=mark, timeout=timeout)
         except TimeoutError:
             raise MosquittoError(f"no {pattern.pattern!r} in the log after {signum.name}\n{self.log_tail()}") from None
+        # Mosquitto logs first and then does the work, in its single-threaded main loop: once a new connection
+        # has been answered, the reload or save is complete.
+        outcome = await self.probe(CLOUD)
+        if not outcome.accepted:
+            raise MosquittoError(f"broker unusable after {signum.name} ({outcome})\n{self.log_tail()}")
 
     async def revoke(self, name_or_serial: str | int) -> int:
         """Revoke a certificate in the PKI and reload the broker so it refuses it from now on."""
