@@ -1,9 +1,11 @@
-"""`tcu-sim fleet ...`: check a fleet file, print its JSON Schema, provision keys (the runner adds `run`)."""
+"""`tcu-sim fleet ...`: check a fleet file, print its JSON Schema, provision keys, run the fleet."""
 
 from __future__ import annotations
 
 import time
+from collections.abc import Coroutine
 from pathlib import Path
+from typing import Any
 
 import click
 
@@ -13,6 +15,7 @@ from tcu_sim.fleet import (
     FleetConfigError,
     FleetError,
     Shard,
+    StateDir,
     expand_fleet,
     fleet_schema_json,
     load_fleet,
@@ -130,3 +133,104 @@ def provision_command(file: Path, state_dir: Path, no_pki: bool) -> None:
     )
     if result.pki_note:
         click.echo(f"note: {result.pki_note}", err=True)
+
+
+@fleet.command("run")
+@click.argument("file", type=_FLEET_FILE)
+@click.option("--broker", "broker_url", required=True, help="mqtts://host:port (mTLS with the fleet PKI) or mqtt://.")
+@click.option(
+    "--state",
+    "state_dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=None,
+    help="State directory (default .tcu-sim/<fleet name>); provisioned first if needed.",
+)
+@click.option("--shard", type=SHARD, default=None, help="Run only share i of n of the fleet (e.g. 2/4).")
+@click.option("--time-scale", type=click.FloatRange(min=0.001), default=1.0, show_default=True,
+              help="Simulated seconds per real second (60: an hour of heater time in a minute).")
+@click.option("--max-handshakes", type=click.IntRange(min=1), default=32, show_default=True,
+              help="TLS handshakes at once (bounds the connect rate of a start or a reconnect storm).")
+@click.option("--report-every", type=click.FloatRange(min=0), default=10.0, show_default=True,
+              help="Seconds between progress lines (0: none).")
+def run_command(
+    file: Path,
+    broker_url: str,
+    state_dir: Path | None,
+    shard: Shard | None,
+    time_scale: float,
+    max_handshakes: int,
+    report_every: float,
+) -> None:
+    """Bring up every car of FILE (or of its --shard) against --broker, until Ctrl-C."""
+    import asyncio
+
+    from tcu_sim.fleet import FleetRunner, parse_broker_url, select_shard
+
+    config = load_fleet_or_fail(file)
+    try:
+        broker = parse_broker_url(broker_url)
+    except ValueError as exc:
+        raise click.ClickException(str(exc)) from None
+    state = Path(state_dir) if state_dir is not None else Path(".tcu-sim") / config.name
+    clock = SystemClock(scale=time_scale)
+    cars = expand_fleet(config)
+    if shard is not None:
+        cars = select_shard(cars, shard.index, shard.count)
+    try:
+        provision(cars, state, clock=SystemClock(), pki=broker.tls)
+    except FleetError as exc:
+        raise click.ClickException(str(exc)) from None
+    _raise_open_files_limit(len(cars))
+
+    async def main() -> None:
+        runner = FleetRunner(
+            cars,
+            state=StateDir(state),
+            broker=broker,
+            clock=clock,
+            topic_prefix=config.topic_prefix,
+            max_concurrent_handshakes=max_handshakes,
+        )
+        async with runner:
+            elapsed = await runner.wait_all_online(timeout=max(60.0, len(cars) / 50))
+            click.echo(f"fleet {config.name!r}: {len(cars)} cars online after {elapsed:.2f} s", err=True)
+            while True:
+                await asyncio.sleep(report_every or 3600)
+                if report_every:
+                    published = sum(s.stats.published for s in runner.sessions.values())
+                    click.echo(f"online {runner.online_count}/{len(cars)}, published {published}", err=True)
+
+    _run_until_signal(main())
+
+
+def _raise_open_files_limit(cars: int) -> None:
+    """Each car holds a socket: lift the soft limit on open files up to the hard one."""
+    import resource
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    wanted = min(hard, max(soft, cars + 1024))
+    if wanted > soft:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (wanted, hard))
+    if cars + 256 > wanted:
+        click.echo(f"warning: open-file limit {wanted} is low for {cars} cars (raise `ulimit -n`)", err=True)
+
+
+def _run_until_signal(coro: Coroutine[Any, Any, None]) -> None:
+    """Run `coro` until it ends, Ctrl-C or SIGTERM; exit cleanly (contexts closed) on either signal."""
+    import asyncio
+    import contextlib
+    import signal
+
+    async def guarded() -> None:
+        task = asyncio.current_task()
+        assert task is not None
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, task.cancel)
+        with contextlib.suppress(asyncio.CancelledError):
+            await coro
+
+    try:
+        asyncio.run(guarded())
+    except TimeoutError as exc:
+        raise click.ClickException(str(exc)) from None

@@ -42,6 +42,7 @@ from tcu_sim.fleet._expand import (
 )
 from tcu_sim.fleet._load import fleet_schema, fleet_schema_json, load_fleet, parse_fleet
 from tcu_sim.fleet._provision import ProvisionResult, issue_certificates, provision
+from tcu_sim.fleet._runner import BrokerUrl, FleetRunner, car_tls_context, parse_broker_url
 from tcu_sim.fleet._selectors import CarSelector, parse_selector
 from tcu_sim.fleet._state import CLOUD_KID, Manifest, ManifestVehicle, StateDir
 
@@ -49,6 +50,7 @@ __all__ = [
     "CLOUD_KID",
     "REFERENCE_DATE",
     "AgeRange",
+    "BrokerUrl",
     "CarSelector",
     "CarSpec",
     "Circle",
@@ -61,6 +63,7 @@ __all__ = [
     "FleetConfigError",
     "FleetDefaults",
     "FleetError",
+    "FleetRunner",
     "GroupConfig",
     "HomeArea",
     "Manifest",
@@ -76,12 +79,14 @@ __all__ = [
     "UserRole",
     "Zone",
     "ZoneKind",
+    "car_tls_context",
     "expand_fleet",
     "fleet_schema",
     "fleet_schema_json",
     "format_duration",
     "issue_certificates",
     "load_fleet",
+    "parse_broker_url",
     "parse_duration",
     "parse_fleet",
     "parse_selector",
