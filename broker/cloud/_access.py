@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from broker.registry import EnrolmentRecord, EnrolmentState, LicenceRecord, VehicleRecord
+from broker.registry import CarContext, EnrolmentRecord, EnrolmentState, LicenceRecord, VehicleRecord
 from tcu_sim.protocol import PrivacyMode, is_valid_vin
 
 from ._accounts import AccountService, Principal
@@ -33,11 +33,21 @@ def licence_problem(licence: LicenceRecord | None, now: float) -> CloudError | N
 
 @dataclass(frozen=True, slots=True)
 class Access:
-    """A user's checked access to one of their cars."""
+    """A user's checked access to one of their cars, with what the store knew about the car at the check."""
 
     principal: Principal
-    vehicle: VehicleRecord
-    enrolment: EnrolmentRecord
+    context: CarContext
+
+    @property
+    def vehicle(self) -> VehicleRecord:
+        """The car's factory data."""
+        return self.context.vehicle
+
+    @property
+    def enrolment(self) -> EnrolmentRecord:
+        """The user's (active) enrolment for the car."""
+        assert self.context.enrolment is not None  # an Access is only made for an active enrolment
+        return self.context.enrolment
 
     @property
     def vin(self) -> str:
@@ -64,31 +74,28 @@ class AccessControl:
         """As `vehicle`, for a session already authenticated."""
         if not isinstance(vin, str) or not is_valid_vin(vin):
             raise VehicleNotFound()
-        enrolment = await self._reg.get_enrolment(vin, principal.user_id)
-        if enrolment is None or enrolment.state is not EnrolmentState.ACTIVE:
+        context = await self._reg.get_car_context(vin, principal.user_id)
+        if context is None or context.enrolment is None or context.enrolment.state is not EnrolmentState.ACTIVE:
             raise VehicleNotFound()
-        vehicle = await self._reg.get_vehicle(vin)
-        if vehicle is None:  # pragma: no cover - an enrolment always refers to a stored car
-            raise VehicleNotFound()
-        if right is not None and right not in rights_of(enrolment.role):
+        if right is not None and right not in rights_of(context.enrolment.role):
             raise InsufficientRights()
-        return Access(principal=principal, vehicle=vehicle, enrolment=enrolment)
+        return Access(principal=principal, context=context)
 
     async def service(self, token: str | None, vin: str, right: Right) -> Access:
         """`vehicle`, then a valid licence (R11, R12) and privacy below maximum (R13)."""
         access = await self.vehicle(token, vin, right)
-        await self.check_licence(access.vin)
-        await self.check_privacy(access.vin)
+        self.check_licence(access.context)
+        self.check_privacy(access.context)
         return access
 
-    async def check_licence(self, vin: str) -> None:
+    def check_licence(self, context: CarContext) -> None:
         """Raise `LicenseMissing` / `LicenseExpired` unless the car has a valid licence now."""
-        problem = licence_problem(await self._reg.get_licence(vin), self._ctx.now())
+        problem = licence_problem(context.licence, self._ctx.now())
         if problem is not None:
             raise problem
 
-    async def check_privacy(self, vin: str) -> None:
-        """Raise `PrivacyModeOn` when the car's last status says maximum privacy."""
-        state = await self._reg.get_vehicle_state(vin)
-        if state is not None and state.privacy_mode == PrivacyMode.MAX.value:
+    @staticmethod
+    def check_privacy(context: CarContext) -> None:
+        """Raise `PrivacyModeOn` when the car's last status (or privacy event) says maximum privacy."""
+        if context.privacy_mode == PrivacyMode.MAX.value:
             raise PrivacyModeOn()

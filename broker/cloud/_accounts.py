@@ -151,12 +151,10 @@ class AccountService:
         if not token or not isinstance(token, str) or len(token) > 256:
             raise Unauthenticated()
         token_hash = hash_token(token)
-        session = await self._reg.get_session(token_hash)
-        if session is None or session.revoked_at is not None:
+        found = await self._reg.get_session_user(token_hash)
+        if found is None or found[0].revoked_at is not None:
             raise Unauthenticated()
-        user = await self._reg.get_user(session.user_id)
-        if user is None:  # pragma: no cover - users are never deleted
-            raise Unauthenticated()
+        session, user = found
         now = self._ctx.now()
         max_age = self._ctx.config.session_max_age_s
         # The session is not touched while expired, so it stays expired until the user logs in again.

@@ -142,8 +142,8 @@ class CommandService:
             raise InsufficientRights("This command is sent by the cloud only.")
         if right not in rights_of(access.enrolment.role):
             raise InsufficientRights()
-        await self._access.check_licence(access.vin)
-        await self._access.check_privacy(access.vin)
+        self._access.check_licence(access.context)
+        self._access.check_privacy(access.context)
         self._check_capability(command_op, access.vehicle)
         try:
             clean = command_params(command_op, dict(params or {})).model_dump(mode="json")

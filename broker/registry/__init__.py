@@ -19,6 +19,7 @@ from ._backends import Backend, PostgresBackend, SqliteBackend
 from ._interface import LicenceChange, Registry, RegistryConflict, RegistryError, RegistryUnavailable
 from ._records import (
     AuditRecord,
+    CarContext,
     CommandRecord,
     CommandStep,
     EnrolmentRecord,
@@ -40,6 +41,7 @@ from ._sql import SqlRegistry
 
 __all__ = [
     "AuditRecord",
+    "CarContext",
     "CommandRecord",
     "CommandStep",
     "EnrolmentRecord",

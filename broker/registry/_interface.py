@@ -16,6 +16,7 @@ from tcu_sim.protocol import CommandState
 
 from ._records import (
     AuditRecord,
+    CarContext,
     CommandRecord,
     CommandStep,
     EnrolmentRecord,
@@ -113,6 +114,10 @@ class Registry(Protocol):
         """The session with this token hash (revoked ones included: the caller decides)."""
         ...
 
+    async def get_session_user(self, token_hash: str) -> tuple[SessionRecord, UserRecord] | None:
+        """The session with this token hash and its user, in one read (every app request needs both)."""
+        ...
+
     async def touch_session(self, token_hash: str, at: float) -> None:
         """Record activity on a session (never moves `last_activity` back)."""
         ...
@@ -151,6 +156,11 @@ class Registry(Protocol):
 
     async def get_vehicle_state(self, vin: str) -> VehicleState | None:
         """What the cloud last heard from the car."""
+        ...
+
+    async def get_car_context(self, vin: str, user_id: str) -> CarContext | None:
+        """The car with this user's enrolment, its licence and its last connection and privacy level, in one
+        read; None when the car does not exist."""
         ...
 
     # -- enrolments ------------------------------------------------------------------------------------------

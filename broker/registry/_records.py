@@ -14,6 +14,7 @@ from tcu_sim.protocol import CommandState
 
 __all__ = [
     "AuditRecord",
+    "CarContext",
     "CommandRecord",
     "CommandStep",
     "EnrolmentRecord",
@@ -113,6 +114,18 @@ class EnrolmentRecord:
     method: str
     created_at: float
     activated_at: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class CarContext:
+    """Everything an access check needs about one car and one user, read in one query: the car, the user's
+    enrolment for it, its licence, and its last reported connection and privacy level."""
+
+    vehicle: VehicleRecord
+    enrolment: EnrolmentRecord | None
+    licence: LicenceRecord | None
+    online: bool | None
+    privacy_mode: str | None
 
 
 @dataclass(frozen=True, slots=True)

@@ -22,6 +22,7 @@ from ._backends import Backend, Row, Tx
 from ._interface import LicenceChange, RegistryConflict, RegistryError
 from ._records import (
     AuditRecord,
+    CarContext,
     CommandRecord,
     CommandStep,
     EnrolmentRecord,
@@ -227,6 +228,22 @@ class SqlRegistry:
             row = await tx.fetchone("SELECT * FROM sessions WHERE token_hash = ?", token_hash)
         return None if row is None else _session(row)
 
+    async def get_session_user(self, token_hash: str) -> tuple[SessionRecord, UserRecord] | None:
+        async with self._db.statement() as tx:
+            row = await tx.fetchone(
+                "SELECT s.token_hash, s.user_id, s.created_at AS s_created_at, s.last_activity, s.revoked_at,"
+                " u.id, u.email, u.password_hash, u.spin_hash, u.verified, u.reauth_minutes, u.created_at"
+                " FROM sessions s JOIN users u ON u.id = s.user_id WHERE s.token_hash = ?",
+                token_hash,
+            )
+        if row is None:
+            return None
+        session = SessionRecord(
+            token_hash=row["token_hash"], user_id=row["user_id"], created_at=row["s_created_at"],
+            last_activity=row["last_activity"], revoked_at=row["revoked_at"],
+        )
+        return session, _user(row)
+
     async def touch_session(self, token_hash: str, at: float) -> None:
         async with self._db.statement() as tx:
             await tx.execute(
@@ -317,6 +334,41 @@ class SqlRegistry:
             privacy_mode=row["privacy_mode"],
             status=None if row["status"] is None else json.loads(row["status"]),
             updated_at=row["updated_at"],
+        )
+
+    async def get_car_context(self, vin: str, user_id: str) -> CarContext | None:
+        async with self._db.statement() as tx:
+            row = await tx.fetchone(
+                "SELECT v.vin, v.model, v.equipment, v.registered_at, v.grp,"
+                " e.user_id AS e_user_id, e.role AS e_role, e.state AS e_state, e.method AS e_method,"
+                " e.created_at AS e_created_at, e.activated_at AS e_activated_at,"
+                " l.starts_at AS l_starts_at, l.ends_at AS l_ends_at,"
+                " s.online AS s_online, s.privacy_mode AS s_privacy_mode"
+                " FROM vehicles v"
+                " LEFT JOIN enrolments e ON e.vin = v.vin AND e.user_id = ?"
+                " LEFT JOIN licences l ON l.vin = v.vin"
+                " LEFT JOIN vehicle_state s ON s.vin = v.vin"
+                " WHERE v.vin = ?",
+                user_id, vin,
+            )
+        if row is None:
+            return None
+        vehicle = VehicleRecord(
+            vin=row["vin"], model=row["model"], equipment=row["equipment"],
+            registered_at=row["registered_at"], group=row["grp"],
+        )
+        enrolment = None
+        if row["e_user_id"] is not None:
+            enrolment = EnrolmentRecord(
+                vin=vin, user_id=row["e_user_id"], role=Role(row["e_role"]), state=EnrolmentState(row["e_state"]),
+                method=row["e_method"], created_at=row["e_created_at"], activated_at=row["e_activated_at"],
+            )
+        licence = None
+        if row["l_starts_at"] is not None:
+            licence = LicenceRecord(vin=vin, starts_at=row["l_starts_at"], ends_at=row["l_ends_at"])
+        return CarContext(
+            vehicle=vehicle, enrolment=enrolment, licence=licence,
+            online=None if row["s_online"] is None else bool(row["s_online"]), privacy_mode=row["s_privacy_mode"],
         )
 
     # -- enrolments ------------------------------------------------------------------------------------------

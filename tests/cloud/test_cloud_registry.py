@@ -216,3 +216,28 @@ async def test_audit_lists_the_newest_entries_oldest_first(registry: SqlRegistry
         await registry.add_audit(AuditRecord(at=START + n, action=f"a{n}", outcome="ok", user_id=user_id))
     assert [e.action for e in await registry.list_audit(limit=3)] == ["a2", "a3", "a4"]
     assert [e.action for e in await registry.list_audit(user_id="u1")] == ["a1", "a3"]
+
+
+async def test_car_context_reads_car_enrolment_licence_and_privacy_at_once(registry: SqlRegistry) -> None:
+    from broker.registry import EnrolmentRecord, EnrolmentState, LicenceRecord, Role
+
+    await registry.upsert_vehicles(FLEET)
+    await registry.create_user(_user(1))
+    assert await registry.get_car_context("VSSZZZ00000000000", "u1") is None
+    bare = await registry.get_car_context(LEON, "u1")
+    assert bare is not None
+    assert (bare.vehicle.vin, bare.enrolment, bare.licence, bare.online, bare.privacy_mode) == (
+        LEON, None, None, None, None
+    )
+    secondary = EnrolmentRecord(LEON, "u1", Role.SECONDARY, EnrolmentState.ACTIVE, "invitation", START)
+    await registry.put_enrolment(secondary)
+    await registry.ensure_licence(LicenceRecord(LEON, START, START + 10))
+    await registry.record_privacy(LEON, "max", START)
+    await registry.set_vehicle_online(LEON, True)
+    full = await registry.get_car_context(LEON, "u1")
+    assert full is not None
+    assert full.enrolment is not None
+    assert full.enrolment.role is Role.SECONDARY
+    assert full.licence == LicenceRecord(LEON, START, START + 10)
+    assert (full.online, full.privacy_mode) == (True, "max")
+    assert (await registry.get_car_context(LEON, "u2")).enrolment is None  # type: ignore[union-attr]  # car exists
