@@ -67,7 +67,10 @@ def identity_kind(name: str) -> IdentityKind:
         try:
             validate_vin(name)
         except ProtocolError as exc:
-            raise InvalidIdentityName(f"car identity {exc.detail}") from exc
+            raise InvalidIdentityName(
+                f"{name[:70]!r} is neither a valid VIN ({exc.detail}) nor an identity name (those start with a "
+                "lower-case letter)"
+            ) from exc
         return IdentityKind.CAR
     validate_named_identity(name)
     if name == SERVER:
