@@ -12,14 +12,15 @@ What amqtt 0.12 cannot do that the Mosquitto set-up does (use Mosquitto when the
 
 - MQTT 5 is not supported (CONNECT with protocol level 5 is refused): no reason codes, no shared subscriptions —
   `$share/...` subscriptions are refused (SUBACK 0x80), so cloud instances cannot split the load.
-- No persistence: sessions, subscriptions, queued QoS 1 messages and retained messages live in memory only.
+- No persistence: sessions, subscriptions, queued QoS 1 and retained messages live in memory and are gone after
+  a stop (amqtt's `contrib.persistence.SessionDBPlugin` needs SQLAlchemy, which tcu-sim does not depend on).
 - Session handling comes before authentication: a CONNECT with another client's id deletes that client's session
   (clean session) or takes it over (persistent session) even when the CONNECT is then refused. On the device
   listener only certificate holders get that far (the TLS handshake needs a valid certificate); on the app
   listener anyone who can reach the port can disconnect an app or wipe its subscriptions.
-- A certificate's CRL status is checked by OpenSSL with the CRL as it was at start; revocations made later are
-  caught by the plugin's check of the revocation record at CONNECT, but connections that are already open stay
-  open (Mosquitto: also until they reconnect, after a reload).
+- The TLS handshake checks the CRL as it was at start; a later revocation is caught by the plugin, which reads
+  the revocation record at every CONNECT (Mosquitto needs a reload). In both brokers a connection that is
+  already open stays open until the client reconnects.
 - The retain flag cannot be forbidden per topic (neither can Mosquitto 2.0 with ACL files).
 
 Stricter than Mosquitto here: a car must use its VIN as client id, an app its username, a last will must be on a

@@ -6,7 +6,8 @@
     <dir>/passwords         app credentials ($7$ PBKDF2-SHA512, mode 0600)
     <dir>/data/             persistence: sessions, subscriptions and queued QoS 1 messages survive a restart
 
-Mosquitto reads the CRL only at start and on reload (SIGHUP): revoke, then reload. Mosquitto started as root
+Mosquitto reads the CRL only at start and on reload (SIGHUP): revoke, then reload. A revoked client that is
+connected stays connected until it reconnects (restart the broker to cut it off at once). Mosquitto started as root
 drops to the `mosquitto` user unless `user` says otherwise; the keys are 0600, so `run_as_user` must name the
 user that owns them (the test harness passes the current user).
 

@@ -330,7 +330,8 @@ class MosquittoBroker:
             raise MosquittoError(f"broker unusable after {signum.name} ({outcome})\n{self.log_tail()}")
 
     async def revoke(self, name_or_serial: str | int) -> int:
-        """Revoke a certificate in the PKI and reload the broker so it refuses it from now on."""
+        """Revoke a certificate in the PKI and reload the broker so it refuses new connections with it (an open
+        connection stays open: Mosquitto checks certificates in the TLS handshake only)."""
         serial = self.pki.revoke(name_or_serial)
         if self.running:
             await self.reload()
