@@ -628,12 +628,12 @@ def _write_public(path: Path, data: bytes) -> None:
 
 def _atomic_write(path: Path, data: bytes, mode: int) -> None:
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.unlink(missing_ok=True)
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
     try:
+        # Narrow (or widen past the umask) before any byte is written, also when a stale temp file existed.
+        os.fchmod(fd, mode)
         with os.fdopen(fd, "wb") as file:
             file.write(data)
-        os.chmod(tmp, mode)  # the umask may have narrowed a public file; a private one stays 0600
         os.replace(tmp, path)
     except BaseException:
         tmp.unlink(missing_ok=True)
