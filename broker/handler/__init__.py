@@ -13,7 +13,7 @@ from ._cars import CarMessages, seq_stream
 from ._commands import COMMAND_SEQ_COUNTER, CommandSender
 from ._config import HandlerConfig
 from ._directory import ClientDirectory
-from ._handler import CloudHandler
+from ._handler import CloudHandler, quiet_sql_debug_logs
 from ._mqtt import MqttLink, PublishFailed, Subscription
 from ._push import Pusher, command_progress_data, describe_error
 from ._stats import HandlerStats
@@ -34,5 +34,6 @@ __all__ = [
     "Subscription",
     "command_progress_data",
     "describe_error",
+    "quiet_sql_debug_logs",
     "seq_stream",
 ]

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import random
 import ssl
 import zlib
@@ -50,7 +51,7 @@ from ._mqtt import MqttLink, PublishFailed, Subscription
 from ._push import Pusher, describe_error
 from ._stats import HandlerStats
 
-__all__ = ["CloudHandler"]
+__all__ = ["CloudHandler", "quiet_sql_debug_logs"]
 
 log = structlog.get_logger("broker.handler")
 
@@ -58,6 +59,15 @@ _CAR_KINDS = (TopicKind.STATUS, TopicKind.EVENTS, TopicKind.RESULTS)
 _Item = tuple[ParsedTopic, bytes]
 _Job = Callable[[], Awaitable[int]]
 _STAGE_TEXT = {"30d": "30 days", "15d": "15 days", "48h": "48 hours"}
+
+
+def quiet_sql_debug_logs() -> None:
+    """Keep the SQL drivers' DEBUG lines out of the logs: aiosqlite logs every statement with its parameters,
+    and a parameter may be a simulated mail whose body holds a verification code (a secret)."""
+    for name in ("aiosqlite", "asyncpg"):
+        logger = logging.getLogger(name)
+        if logger.level == logging.NOTSET or logger.level < logging.INFO:
+            logger.setLevel(logging.INFO)
 
 
 class CloudHandler:
@@ -88,6 +98,7 @@ class CloudHandler:
         password: str | None = None,
         rng: random.Random | None = None,
     ) -> None:
+        quiet_sql_debug_logs()
         self.config = config
         self.services = services
         self.registry = services.registry

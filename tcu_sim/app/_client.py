@@ -351,6 +351,10 @@ class AppClient:
                     return known
                 await self._state_changed.wait()
 
+    def known_state(self, command_id: str) -> CommandInfo | None:
+        """The command's latest state this client heard of (push events, replies), without asking the cloud."""
+        return self._states.get(command_id)
+
     async def lock(self, vin: str, spin: str) -> str:
         """Lock the car (S-PIN required)."""
         return await self.command(vin, CommandOp.LOCK, spin=spin)

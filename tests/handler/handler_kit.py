@@ -255,13 +255,19 @@ class FakeCar:
     async def next_command(self, index: int = 0, timeout: float = WAIT) -> tuple[aiomqtt.Message, Verified]:
         """The `index`-th command received (waiting for it), verified with the cloud's JWKS."""
         assert self.inbox is not None
-        async with asyncio.timeout(timeout), self.inbox._changed:
-            while len(self.commands()) <= index:
-                await self.inbox._changed.wait()
-        message = self.commands()[index]
+        message = await nth_message(self.inbox, self.topics.commands(self.vin), index, timeout)
         payload = message.payload if isinstance(message.payload, bytes) else str(message.payload).encode()
         verified = self.verifier.verify(payload, typ=MessageType.COMMAND, issuer=CLOUD)
         return message, verified
+
+
+async def nth_message(inbox: Inbox, topic: str, index: int, timeout: float = WAIT) -> aiomqtt.Message:
+    """The `index`-th message (from 0) the inbox received on `topic`, waiting for it."""
+    changed = inbox._changed  # the inbox's own condition, notified on every message
+    async with asyncio.timeout(timeout), changed:
+        while len(inbox.received(topic)) <= index:
+            await changed.wait()
+    return inbox.received(topic)[index]
 
 
 def verification_code(mails: list[Mail]) -> str:
