@@ -1,0 +1,279 @@
+"""`tcu-sim cloud ...`: run the cloud's MQTT handler; read its registry (audit log, simulated mailbox).
+
+    tcu-sim cloud run --broker mqtts://localhost:8883 --state .tcu-sim/demo
+    tcu-sim cloud audit --state .tcu-sim/demo --limit 20
+    tcu-sim cloud mailbox alice@example.com --state .tcu-sim/demo
+
+From the state directory (`tcu-sim fleet provision`) the cloud takes its signing key, the fleet JWKS, the vehicle
+manifest (imported into the registry on every start: factory data and each car's free licence year) and, for
+`mqtts://`, its certificate (`pki/identities/cloud.crt`) and the fleet CA. The registry defaults to
+`sqlite://<state>/cloud/registry.db`; the server secret (the S-PIN and pairing-code HMAC key) is kept in
+`<state>/cloud/server.secret` (created on first start, mode 0600).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import secrets
+import signal
+from collections.abc import Awaitable, Callable, Coroutine
+from datetime import UTC, datetime, time
+from pathlib import Path
+from typing import Any, TypeVar
+
+import click
+
+from tcu_sim.cli._broker_url import BrokerUrl, parse_broker_url, tls_context
+
+__all__ = ["cloud", "load_server_secret", "vehicle_records"]
+
+T = TypeVar("T")
+
+cloud = click.Group("cloud", help="The cloud: run its MQTT handler; read its registry (audit log, mailbox).")
+
+_STATE = click.option(
+    "--state",
+    "state_dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=Path(".tcu-sim/demo"),
+    show_default=True,
+    help="Provisioned state directory (tcu-sim fleet provision).",
+)
+_DB = click.option("--db", "db_url", default=None, help="Registry URL (default: sqlite://<state>/cloud/registry.db).")
+
+
+def _db_url(db_url: str | None, state_dir: Path) -> str:
+    return db_url or f"sqlite://{(state_dir / 'cloud' / 'registry.db').absolute()}"
+
+
+def load_server_secret(path: Path) -> bytes:
+    """The cloud's server secret, created (32 random bytes, mode 0600) when missing."""
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        data = secrets.token_bytes(32)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "wb") as file:
+            file.write(data)
+        return data
+    except OSError as exc:
+        raise click.ClickException(f"{path}: cannot read the server secret: {exc.strerror or exc}") from None
+    if len(data) < 16:
+        raise click.ClickException(f"{path}: the server secret must have at least 16 bytes")
+    return data
+
+
+def vehicle_records(state_dir: Path) -> tuple[list[Any], str]:
+    """The registry's vehicle records from the manifest, and the fleet's topic prefix."""
+    from broker.registry import VehicleRecord
+    from tcu_sim.fleet import StateDir, StateDirError
+
+    try:
+        manifest = StateDir(state_dir).load_manifest()
+    except StateDirError as exc:
+        raise click.ClickException(str(exc)) from None
+    records = [
+        VehicleRecord(
+            vin=v.vin,
+            model=v.model.value,
+            equipment=v.equipment.value,
+            # The manifest has the registration day; the free licence year starts at its midnight UTC.
+            registered_at=datetime.combine(v.registered_at, time(0, 0), tzinfo=UTC).timestamp(),
+            group=v.group,
+        )
+        for v in manifest.vehicles
+    ]
+    return records, manifest.topic_prefix
+
+
+def _run(coro: Coroutine[Any, Any, None]) -> None:
+    """Run until the coroutine ends, Ctrl-C or SIGTERM (then every context is left in order)."""
+
+    async def guarded() -> None:
+        task = asyncio.current_task()
+        assert task is not None  # we are inside asyncio.run
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, task.cancel)
+        with contextlib.suppress(asyncio.CancelledError):
+            await coro
+
+    asyncio.run(guarded())
+
+
+def _with_registry(db_url: str, job: Callable[[Any], Awaitable[T]]) -> T:
+    from broker.registry import RegistryError, open_registry
+
+    async def main() -> T:
+        async with open_registry(db_url) as registry:
+            return await job(registry)
+
+    try:
+        return asyncio.run(main())
+    except RegistryError as exc:
+        raise click.ClickException(f"{db_url.split('@')[-1]}: {exc}") from None
+
+
+def _when(ts: float) -> str:
+    return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%d %H:%M:%S")
+
+
+@cloud.command("run")
+@click.option("--broker", "broker_url", default="mqtts://localhost:8883", show_default=True,
+              help="mqtts://HOST:PORT (mutual TLS as `cloud`) or mqtt://HOST:PORT.")
+@_DB
+@_STATE
+@click.option("--ca", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="CA certificate (default: <state>/pki/ca.crt).")
+@click.option("--cert", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="Client certificate (default: <state>/pki/identities/cloud.crt).")
+@click.option("--key", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="Client key (default: <state>/pki/identities/cloud.key).")
+@click.option("--username", default=None, help="MQTT username (a broker with password login).")
+@click.option("--mqtt-password", default=None, envvar="TCU_SIM_CLOUD_MQTT_PASSWORD",
+              help="MQTT password (or TCU_SIM_CLOUD_MQTT_PASSWORD).")
+@click.option("--client-id", default="cloud", show_default=True, help="MQTT client id (one per cloud process).")
+@click.option("--shared-subscriptions/--no-shared-subscriptions", default=False, show_default=True,
+              help="MQTT 5 shared subscriptions ($share/cloud/...), to run several cloud processes.")
+@click.option("--mqtt-version", type=click.Choice(["5", "3.1.1"]), default="5", show_default=True)
+@click.option("--topic-prefix", default=None, help="Topic prefix (default: the fleet's, from the manifest).")
+@click.option("--time-scale", type=click.FloatRange(min=0.001), default=1.0, show_default=True,
+              help="Simulated seconds per real second (licence reminders, TTLs, lockouts run faster).")
+@click.option("--command-ttl", type=click.FloatRange(min=1), default=60.0, show_default=True,
+              help="Seconds a command may wait for its car.")
+@click.option("--session-expiry", type=click.IntRange(min=0), default=3600, show_default=True,
+              help="Seconds the broker keeps the cloud's session (and queues its messages) while it is away.")
+def run_command(
+    broker_url: str,
+    db_url: str | None,
+    state_dir: Path,
+    ca: Path | None,
+    cert: Path | None,
+    key: Path | None,
+    username: str | None,
+    mqtt_password: str | None,
+    client_id: str,
+    shared_subscriptions: bool,
+    mqtt_version: str,
+    topic_prefix: str | None,
+    time_scale: float,
+    command_ttl: float,
+    session_expiry: int,
+) -> None:
+    """Run the cloud against --broker until Ctrl-C: verify and apply what cars send, answer apps, send commands."""
+    from broker.cloud import CloudConfig, CloudServices, ServerSecret
+    from broker.handler import CloudHandler, HandlerConfig
+    from broker.registry import RegistryError, open_registry
+    from tcu_sim.clock import SystemClock
+    from tcu_sim.fleet import StateDir, StateDirError
+
+    broker = parse_broker_url(broker_url)
+    state = StateDir(state_dir)
+    try:
+        cloud_key = state.load_cloud_signing_key()
+        fleet_keys = state.load_fleet_keys()
+    except StateDirError as exc:
+        raise click.ClickException(str(exc)) from None
+    vehicles, manifest_prefix = vehicle_records(state_dir)
+    secret = ServerSecret(load_server_secret(state.cloud_dir / "server.secret"))
+    tls = _cloud_tls(broker, state_dir, ca, cert, key)
+    try:
+        config = HandlerConfig(
+            topic_prefix=manifest_prefix if topic_prefix is None else topic_prefix,
+            client_id=client_id,
+            shared_subscriptions=shared_subscriptions,
+            protocol="5" if mqtt_version == "5" else "3.1.1",
+            session_expiry_s=session_expiry,
+        )
+    except ValueError as exc:
+        raise click.ClickException(f"--shared-subscriptions: {exc}") from None
+    db = _db_url(db_url, state_dir)
+    if db.startswith("sqlite://"):
+        Path(db.removeprefix("sqlite://")).parent.mkdir(parents=True, exist_ok=True)
+    clock = SystemClock(scale=time_scale)
+
+    async def main() -> None:
+        async with open_registry(db) as registry:
+            services = CloudServices(registry, clock, secret, config=CloudConfig(command_ttl_s=command_ttl))
+            imported = await services.vehicles.import_vehicles(vehicles)
+            handler = CloudHandler(
+                config, services, clock, host=broker.host, port=broker.port, cloud_key=cloud_key,
+                fleet_keys=fleet_keys, tls_context=tls, username=username or broker.username,
+                password=mqtt_password or broker.password,
+            )
+            async with handler:
+                click.echo(f"cloud: {imported} cars, registry {db.split('@')[-1]}, broker {broker}", err=True)
+                try:
+                    await handler.wait_ready(config.connect_timeout_s * 3)
+                    click.echo("cloud: connected and subscribed; Ctrl-C stops", err=True)
+                except TimeoutError:
+                    click.echo(f"cloud: broker not reachable yet ({handler.link.last_error}); retrying", err=True)
+                await asyncio.Event().wait()  # until Ctrl-C / SIGTERM cancels us
+
+    try:
+        _run(main())
+    except RegistryError as exc:
+        raise click.ClickException(f"{db.split('@')[-1]}: {exc}") from None
+
+
+def _cloud_tls(broker: BrokerUrl, state_dir: Path, ca: Path | None, cert: Path | None, key: Path | None) -> Any:
+    if not broker.tls:
+        return None
+    pki = state_dir / "pki"
+    ca = ca or pki / "ca.crt"
+    cert = cert or pki / "identities" / "cloud.crt"
+    key = key or pki / "identities" / "cloud.key"
+    for path, what in ((ca, "CA certificate"), (cert, "cloud certificate"), (key, "cloud key")):
+        if not path.is_file():
+            raise click.ClickException(f"{path}: missing {what} (tcu-sim fleet provision, or --ca/--cert/--key)")
+    return tls_context(ca=ca, cert=cert, key=key)
+
+
+@cloud.command("audit")
+@_DB
+@_STATE
+@click.option("--limit", type=click.IntRange(min=1), default=50, show_default=True, help="Newest entries to show.")
+@click.option("--vin", default=None, help="Only this car.")
+@click.option("--email", default=None, help="Only this user.")
+def audit_command(db_url: str | None, state_dir: Path, limit: int, vin: str | None, email: str | None) -> None:
+    """Print the newest entries of the cloud's audit log (oldest first)."""
+
+    async def job(registry: Any) -> list[Any]:
+        user_id = None
+        if email is not None:
+            user = await registry.get_user_by_email(email)
+            if user is None:
+                raise click.ClickException(f"{email}: no such user")
+            user_id = user.id
+        entries: list[Any] = await registry.list_audit(limit=limit, user_id=user_id, vin=vin)
+        return entries
+
+    entries = _with_registry(_db_url(db_url, state_dir), job)
+    for e in entries:
+        detail = " ".join(f"{k}={v}" for k, v in sorted(e.detail.items()))
+        who = f" user={e.user_id}" if e.user_id else ""
+        car = f" vin={e.vin}" if e.vin else ""
+        click.echo(f"{_when(e.at)}  {e.action:<28} {e.outcome:<9}{who}{car} {detail}".rstrip())
+    if not entries:
+        click.echo("(no audit entries)", err=True)
+
+
+@cloud.command("mailbox")
+@click.argument("email")
+@_DB
+@_STATE
+def mailbox_command(email: str, db_url: str | None, state_dir: Path) -> None:
+    """Print the simulated e-mails sent to EMAIL (verification links, notices), oldest first."""
+
+    async def job(registry: Any) -> list[Any]:
+        mails: list[Any] = await registry.list_mail(email)
+        return mails
+
+    mails = _with_registry(_db_url(db_url, state_dir), job)
+    for m in mails:
+        click.echo(f"--- {_when(m.at)}  to {m.to}\nSubject: {m.subject}\n\n{m.body}\n")
+    if not mails:
+        click.echo(f"(no mail for {email})", err=True)
