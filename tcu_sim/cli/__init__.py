@@ -16,6 +16,8 @@ _COMMANDS: list[tuple[str, str]] = [
     ("tcu_sim.cli.fleet", "fleet"),
     ("tcu_sim.cli.pki", "pki"),
     ("tcu_sim.cli.broker", "broker"),
+    ("tcu_sim.cli.cloud", "cloud"),
+    ("tcu_sim.cli.app", "app"),
 ]
 
 
