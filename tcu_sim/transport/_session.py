@@ -35,6 +35,7 @@ from tcu_sim.protocol import (
     CLOUD,
     Command,
     CommandResult,
+    ControlAction,
     ControlMessage,
     Event,
     KeySet,
@@ -136,6 +137,9 @@ class TcuSession:
         self.signal_pct = 80
         self._subscribe_mid: int | None = None
         self._offline_until: float | None = None
+        # The fault layer (tcu_sim.faults) installs itself here to take `fault` controls before the vehicle
+        # would see them; without one, a `fault` control is refused like any control the car cannot do.
+        self.fault_handler: Callable[[TcuSession, dict[str, Any]], None] | None = None
         t = self.config.topics
         self._topic_status = t.status(self.vin)
         self._topic_events = t.events(self.vin)
@@ -186,9 +190,10 @@ class TcuSession:
             await self._connected.wait()
 
     async def wait_offline(self, timeout: float) -> None:
-        """Wait until the car has lost its connection (raises TimeoutError)."""
+        """Wait until the car has lost its connection (returns at once if it is offline; raises TimeoutError)."""
         async with asyncio.timeout(timeout):
-            await self._disconnected.wait()
+            while self.online:
+                await self._disconnected.wait()
 
     def go_offline(self, seconds: float | None = None, *, hard: bool = True) -> None:
         """Lose the network for `seconds` (None: until `go_online`). A hard drop makes the broker fire the will."""
@@ -201,10 +206,16 @@ class TcuSession:
                 link.disconnect()
                 self._on_disconnected("went offline")
 
-    def go_online(self) -> None:
-        """Signal is back: reconnect at once."""
-        self._offline_until = None
+    def go_online(self, after_s: float = 0.0) -> None:
+        """Signal is back: reconnect at once, or once `after_s` clock seconds have passed (a jittered return)."""
+        self._offline_until = self.clock.monotonic() + after_s if after_s > 0 else None
         self._wake.set()
+
+    def set_message_clock(self, clock: Clock) -> None:
+        """Stamp (`iat`, `exp`) and judge (`exp` of commands) messages by `clock` from now on: a car whose own
+        clock is off (`SkewedClock`). The vehicle's physics keep running on the session clock."""
+        self._signer.clock = clock
+        self._verifier.clock = clock
 
     async def _connection_loop(self, address: BrokerAddress) -> None:
         attempt = 0
@@ -311,6 +322,10 @@ class TcuSession:
     def _on_connected(self, session_present: bool) -> None:
         link = self._link
         assert link is not None
+        if self._offline_until is not None and self.clock.monotonic() < self._offline_until:
+            # A connectivity fault began while this connection was being set up: no signal, no session.
+            link.drop()
+            return
         self.stats.connects += 1
         self._disconnected.clear()
         self._log.debug("connected", session_present=session_present)
@@ -394,6 +409,9 @@ class TcuSession:
         except ProtocolError as exc:
             self.stats.controls_refused += 1
             self._log.warning("control refused", reason=str(exc.reason), detail=exc.detail)
+            return
+        if message.action is ControlAction.FAULT and self.fault_handler is not None:
+            self.fault_handler(self, dict(message.params))  # the fault layer logs and counts what it refuses
             return
         try:
             events = self.vehicle.control(message.action, dict(message.params), self.clock.now())
