@@ -95,6 +95,7 @@ class MqttLink:
         self._rng = rng or random.Random()
         self._client: aiomqtt.Client | None = None
         self._connected = asyncio.Event()
+        self._changed = asyncio.Condition()
         self._attempt = 0
         self.last_error: str | None = None
 
@@ -111,6 +112,16 @@ class MqttLink:
         """Return once connected and subscribed; TimeoutError after `timeout` seconds."""
         async with asyncio.timeout(timeout):
             await self._connected.wait()
+
+    async def wait_connects(self, count: int, timeout: float) -> None:
+        """Return once connected and subscribed for the `count`-th time (1: the first connection) and still
+        connected; TimeoutError after `timeout` seconds."""
+        async with asyncio.timeout(timeout), self._changed:
+            await self._changed.wait_for(lambda: self._stats.connects >= count and self._connected.is_set())
+
+    async def _notify(self) -> None:
+        async with self._changed:
+            self._changed.notify_all()
 
     # -- the connection loop ---------------------------------------------------------------------------------
     def _new_client(self) -> aiomqtt.Client:
@@ -155,6 +166,7 @@ class MqttLink:
                 self._connected.clear()
                 self._client = None
                 self._stats.disconnects += 1
+                await self._notify()
                 # The client is already disconnected; leaving its context only tidies up.
                 await self._close(client)
                 await self._backoff(f"connection lost: {exc}")
@@ -175,6 +187,7 @@ class MqttLink:
         self.last_error = None
         self._stats.connects += 1
         self._connected.set()
+        await self._notify()
         log.info("cloud.connected", broker=f"{self.host}:{self.port}", client_id=self.config.client_id,
                  subscriptions=[s.topic_filter for s in self._subscriptions])
         async for message in client.messages:
