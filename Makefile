@@ -25,6 +25,12 @@ test: $(STAMP) lint
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/mypy
+	@# Test folders have no __init__.py and some have a conftest.py: mypy checks each folder on its own.
+	@for dir in tests/*/; do \
+		if ls $$dir*.py >/dev/null 2>&1; then \
+			echo "mypy $$dir"; $(VENV)/bin/mypy "$$dir" || exit 1; \
+		fi; \
+	done
 
 bench: $(STAMP)
 	$(PY) -m tcu_sim.bench
