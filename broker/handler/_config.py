@@ -45,6 +45,10 @@ class HandlerConfig(BaseModel):
     #: The MQTT client's incoming queue; what does not fit is dropped, logged and counted.
     incoming_queue_limit: int = Field(default=50_000, ge=1)
     max_message_bytes: int = Field(default=65_536, ge=1024)
+    #: Longest a worker may spend on one message or request (store calls included) before it gives up on it.
+    message_timeout_s: float = Field(default=30.0, gt=0)
+    #: Longest one run of a periodic task (expiry, reminders) may take.
+    job_timeout_s: float = Field(default=120.0, gt=0)
     #: Clock skew allowed on car messages' `exp` / `iat`.
     clock_skew_s: float = Field(default=30.0, ge=0)
     #: A command is reported `timed_out` this long after its TTL: the car accepts a command up to its own

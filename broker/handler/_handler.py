@@ -228,7 +228,11 @@ class CloudHandler:
             structlog.contextvars.clear_contextvars()
             structlog.contextvars.bind_contextvars(vin=parsed.key)
             try:
-                await self.cars.handle(parsed, payload)
+                async with asyncio.timeout(self.config.message_timeout_s):
+                    await self.cars.handle(parsed, payload)
+            except TimeoutError:
+                self.stats.handler_errors += 1
+                log.error("car.timed_out", kind=parsed.kind.value, timeout_s=self.config.message_timeout_s)
             except Exception as exc:
                 # A store failure or a bug: count it and carry on with the next message.
                 self.stats.handler_errors += 1
@@ -245,16 +249,12 @@ class CloudHandler:
             structlog.contextvars.clear_contextvars()
             structlog.contextvars.bind_contextvars(client_id=client_id)
             try:
-                reply = await self.apps.handle(client_id, payload)
-                if reply is None:
-                    continue
-                structlog.contextvars.bind_contextvars(request_id=reply.response.id)
-                try:
-                    await self.link.publish(self.topics.app_responses(client_id), reply.payload(), qos=1)
-                except PublishFailed as exc:
-                    log.warning("app.reply_failed", error=str(exc))
-                if reply.after is not None:
-                    await reply.after()
+                async with asyncio.timeout(self.config.message_timeout_s):
+                    await self._answer(client_id, payload)
+            except TimeoutError:
+                # The app gets no answer and times out itself; a retry with the same id is safe.
+                self.stats.handler_errors += 1
+                log.error("app.timed_out", timeout_s=self.config.message_timeout_s)
             except Exception as exc:
                 self.stats.handler_errors += 1
                 log.error("app.failed", **describe_error(exc))
@@ -262,6 +262,18 @@ class CloudHandler:
                 structlog.contextvars.clear_contextvars()
                 queue.task_done()
                 await self._notify_progress()
+
+    async def _answer(self, client_id: str, payload: bytes) -> None:
+        reply = await self.apps.handle(client_id, payload)
+        if reply is None:
+            return
+        structlog.contextvars.bind_contextvars(request_id=reply.response.id)
+        try:
+            await self.link.publish(self.topics.app_responses(client_id), reply.payload(), qos=1)
+        except PublishFailed as exc:
+            log.warning("app.reply_failed", error=str(exc))
+        if reply.after is not None:
+            await reply.after()
 
     async def _notify_progress(self) -> None:
         async with self._progress:
@@ -303,7 +315,11 @@ class CloudHandler:
     async def _periodic(self, name: str, job: _Job, interval: float) -> None:
         while True:
             try:
-                await job()
+                async with asyncio.timeout(self.config.job_timeout_s):
+                    await job()
+            except TimeoutError:
+                self.stats.handler_errors += 1
+                log.error(f"{name}.timed_out", timeout_s=self.config.job_timeout_s)
             except Exception as exc:
                 self.stats.handler_errors += 1
                 log.error(f"{name}.failed", **describe_error(exc))

@@ -1,0 +1,108 @@
+"""Pure parts of the app side: one typed error per error code, broker URLs, the session file, the client
+directory of the handler."""
+
+from __future__ import annotations
+
+import stat
+from pathlib import Path
+
+import click
+import pytest
+
+from broker.handler import ClientDirectory
+from tcu_sim.app import (
+    AccessDenied,
+    AppClient,
+    AppRequestError,
+    AuthenticationRequired,
+    RateLimited,
+    RequestRefused,
+    ServiceUnavailable,
+    SpinError,
+    SpinIncorrect,
+    SpinLocked,
+    error_from_app_error,
+)
+from tcu_sim.cli._broker_url import parse_broker_url
+from tcu_sim.cli.app import SessionFile
+from tcu_sim.protocol import AppError, ErrorCode, ProtocolError
+
+_FAMILIES = (AuthenticationRequired, RequestRefused, AccessDenied, SpinError, ServiceUnavailable, RateLimited)
+
+
+@pytest.mark.parametrize("code", list(ErrorCode))
+def test_every_error_code_has_its_own_typed_error_in_one_family(code: ErrorCode) -> None:
+    error = error_from_app_error(AppError(code=code, message="m"), "r-1")
+    assert isinstance(error, AppRequestError)
+    assert error.code is code
+    assert error.request_id == "r-1"
+    assert sum(isinstance(error, family) for family in _FAMILIES) == 1
+    assert str(error) == f"{code.value}: m"
+
+
+def test_error_details_are_attributes() -> None:
+    tries = error_from_app_error(AppError(code=ErrorCode.SPIN_INCORRECT, message="m", remaining_tries=2))
+    locked = error_from_app_error(AppError(code=ErrorCode.SPIN_LOCKED, message="m", locked_seconds=300))
+    limited = error_from_app_error(AppError(code=ErrorCode.RATE_LIMITED, message="m", retry_after_s=1.5))
+    assert isinstance(tries, SpinIncorrect)
+    assert tries.remaining_tries == 2
+    assert isinstance(locked, SpinLocked)
+    assert locked.locked_seconds == 300
+    assert isinstance(limited, RateLimited)
+    assert limited.retry_after_s == 1.5
+
+
+def test_a_client_id_unfit_for_a_topic_is_refused_before_connecting() -> None:
+    for bad in ("", "a/b", "a+b", "#", "$share"):
+        with pytest.raises(ProtocolError):
+            AppClient("localhost", 1883, bad)
+
+
+def test_client_repr_shows_no_token() -> None:
+    client = AppClient("localhost", 1883, "app-1", "mqtt-secret", token="tok-secret-123")
+    assert "tok-secret-123" not in repr(client)
+    assert "mqtt-secret" not in repr(client)
+    assert "logged in" in repr(client)
+
+
+def test_broker_urls() -> None:
+    url = parse_broker_url("mqtts://broker.example:8884")
+    assert (url.host, url.port, url.tls) == ("broker.example", 8884, True)
+    assert parse_broker_url("mqtt://localhost").port == 1883
+    assert parse_broker_url("mqtts://localhost", default_port=8884).port == 8884
+    with_login = parse_broker_url("mqtt://app-1:p%40ss@localhost:1883")
+    assert (with_login.username, with_login.password) == ("app-1", "p@ss")
+    assert "p@ss" not in repr(with_login)
+    for bad in ("http://x", "mqtt://", "mqtt://h:99999", "mqtt://h/path"):
+        with pytest.raises(click.BadParameter):
+            parse_broker_url(bad)
+
+
+def test_session_file_is_private(tmp_path: Path) -> None:
+    path = tmp_path / "cfg" / "tcu-sim" / "session.json"
+    session = SessionFile.read(path)
+    assert session.data == {}
+    session.data["token"] = "t"
+    session.write()
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    assert SessionFile.read(path).get("token") == "t"
+    path.write_text("[1, 2]")
+    with pytest.raises(click.ClickException):
+        SessionFile.read(path)
+
+
+def test_client_directory_is_bounded_and_prefers_the_requesting_client() -> None:
+    directory = ClientDirectory(max_commands=2, max_users=2, clients_per_user=2)
+    directory.bind_user("u1", "a")
+    directory.bind_user("u1", "b")
+    directory.bind_user("u1", "c")
+    assert directory.clients_for_user("u1") == ["c", "b"]
+    directory.bind_command("c1", "a")
+    assert directory.clients_for_command("c1", "u1") == ["a"]
+    assert directory.clients_for_command("c-unknown", "u1") == ["c", "b"]
+    directory.bind_command("c2", "x")
+    directory.bind_command("c3", "y")
+    assert directory.clients_for_command("c1", "nobody") == []  # the oldest was forgotten
+    directory.bind_user("u2", "d")
+    directory.bind_user("u3", "e")
+    assert directory.clients_for_user("u1") == []
