@@ -13,6 +13,7 @@ __all__ = ["cli", "main"]
 
 # (module, attribute) of each command group; a module owns one group and its subcommands.
 _COMMANDS: list[tuple[str, str]] = [
+    ("tcu_sim.cli.car", "car"),
     ("tcu_sim.cli.fleet", "fleet"),
     ("tcu_sim.cli.pki", "pki"),
     ("tcu_sim.cli.broker", "broker"),

@@ -133,6 +133,7 @@ class TcuSession:
         self._connected = asyncio.Event()
         self._disconnected = asyncio.Event()
         self._wake = asyncio.Event()
+        self._change = asyncio.Event()
         self._last_sent_revision = -1
         self.signal_pct = 80
         self._subscribe_mid: int | None = None
@@ -282,8 +283,17 @@ class TcuSession:
 
     # --- outgoing ------------------------------------------------------------------------------------------------
 
+    async def wait_for_change(self) -> None:
+        """Wait until the car next handles a command, a control or a tick (callers loop with a timeout)."""
+        await self._change.wait()
+
+    def _notify_change(self) -> None:
+        self._change.set()
+        self._change = asyncio.Event()
+
     def send_status(self, *, force: bool = False) -> None:
         """Publish a status snapshot if the vehicle changed since the last one (or always with `force`)."""
+        self._notify_change()
         if not force and self.vehicle.revision == self._last_sent_revision:
             return
         if not self.vehicle.sends_status():

@@ -1,0 +1,87 @@
+"""`tcu-sim car VIN ACTION [KEY=VALUE ...]`: what a person does in or at a simulated car.
+
+The action is published as the `operator` identity on `sim/{vin}/control` (the only identity the broker lets
+write there); the car turns it into the matching state change and signed event.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from pathlib import Path
+from typing import Any
+
+import aiomqtt
+import click
+
+from broker.pki import FleetPKI
+from tcu_sim.cli._broker_url import parse_broker_url, tls_context
+from tcu_sim.protocol import ControlAction, ControlMessage, ProtocolError, Topics, encode_json, validate_vin
+
+__all__ = ["car", "parse_params"]
+
+_EXAMPLES = """\b
+Examples:
+  tcu-sim car VSS... open_door door=front_left
+  tcu-sim car VSS... drive_to lat=41.40 lon=2.19
+  tcu-sim car VSS... set_privacy mode=no_position
+  tcu-sim car VSS... enter_pairing_code code=12345678
+  tcu-sim car VSS... tkov
+  tcu-sim car VSS... infotainment_login email=you@example.test password=...
+  tcu-sim car VSS... ecall
+"""
+
+
+def parse_params(pairs: tuple[str, ...]) -> dict[str, Any]:
+    """`key=value` pairs to a dict; values are JSON when they parse as JSON (numbers, true/false), else text."""
+    params: dict[str, Any] = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            raise click.BadParameter(f"{pair!r}: expected KEY=VALUE", param_hint="PARAMS")
+        try:
+            params[key] = json.loads(value)
+        except ValueError:
+            params[key] = value
+    return params
+
+
+@click.command("car", epilog=_EXAMPLES)
+@click.argument("vin")
+@click.argument("action", type=click.Choice([a.value for a in ControlAction if a is not ControlAction.FAULT]))
+@click.argument("params", nargs=-1)
+@click.option("--broker", "broker_url", default="mqtts://127.0.0.1:8883", show_default=True,
+              help="Device listener of the broker (mutual TLS as `operator`).")
+@click.option("--state", "state_dir", type=click.Path(file_okay=False, path_type=Path), default=Path(".tcu-sim/demo"),
+              show_default=True, help="State directory with the fleet PKI (for the operator certificate).")
+@click.option("--topic-prefix", default="", help="Topic prefix of the fleet.")
+@click.option("--timeout", type=click.FloatRange(min=0.1), default=10.0, show_default=True, help="Seconds.")
+def car(
+    vin: str, action: str, params: tuple[str, ...], broker_url: str, state_dir: Path, topic_prefix: str,
+    timeout: float,
+) -> None:
+    """Do ACTION at the car VIN, as a person there would (open a door, drive somewhere, enrol, press eCall)."""
+    try:
+        validate_vin(vin)
+        message = ControlMessage(action=ControlAction(action), params=parse_params(params))
+    except ProtocolError as exc:
+        raise click.BadParameter(str(exc), param_hint="VIN") from None
+    broker = parse_broker_url(broker_url)
+    tls = None
+    if broker.tls:
+        pki = FleetPKI(state_dir / "pki")
+        operator = pki.paths("operator")
+        tls = tls_context(ca=pki.ca_cert_path, cert=operator.cert, key=operator.key)
+    topic = Topics(topic_prefix).control(vin)
+
+    async def send() -> None:
+        async with asyncio.timeout(timeout), aiomqtt.Client(
+            broker.host, broker.port, identifier=f"operator-cli-{vin}", tls_context=tls, timeout=timeout
+        ) as client:
+            await client.publish(topic, encode_json(message.model_dump(mode="json")), qos=1)
+
+    try:
+        asyncio.run(send())
+    except (aiomqtt.MqttError, OSError, TimeoutError) as exc:
+        raise click.ClickException(f"{broker}: could not publish to {topic}: {exc or type(exc).__name__}") from None
+    click.echo(f"{vin}: {action} sent")
