@@ -44,6 +44,7 @@ __all__ = [
     "FleetDefaults",
     "GroupConfig",
     "HomeArea",
+    "OutageDistribution",
     "ScenarioAction",
     "ScenarioStep",
     "UserConfig",
@@ -129,6 +130,14 @@ class ConnectivityProfile(StrEnum):
     OFFLINE = "offline"
 
 
+class OutageDistribution(StrEnum):
+    """How the length of each outage of a flaky connection is drawn around its mean `outage_s`."""
+
+    FIXED = "fixed"
+    UNIFORM = "uniform"  # between half and one and a half times the mean
+    EXPONENTIAL = "exponential"  # many short outages, a few long ones (memoryless, like a radio cell)
+
+
 _SIGNAL = {
     ConnectivityProfile.GOOD: 85,
     ConnectivityProfile.WEAK: 20,
@@ -146,12 +155,15 @@ class Connectivity(_Model):
     - `drop_rate` (flaky only): chance, per minute connected, that the connection drops (default 0.1).
     - `outage_s` (flaky: length of each drop, default 30 s; offline: how long the car stays offline from the
       start, unset = the whole run).
+    - `outage_distribution` (flaky only): how each outage's length is drawn around `outage_s` (default
+      exponential; also fixed, uniform).
     """
 
     profile: ConnectivityProfile = ConnectivityProfile.GOOD
     signal_pct: int | None = Field(default=None, ge=0, le=100, strict=True)
     drop_rate: float | None = Field(default=None, ge=0, le=1, strict=True)
     outage_s: PositiveDuration | None = None
+    outage_distribution: OutageDistribution | None = None
 
     @model_validator(mode="after")
     def _fits_profile(self) -> Self:
@@ -162,6 +174,10 @@ class Connectivity(_Model):
             ConnectivityProfile.OFFLINE,
         ):
             raise config_problem("outage_s", f"applies to profiles 'flaky' and 'offline', not {self.profile.value!r}")
+        if self.outage_distribution is not None and self.profile is not ConnectivityProfile.FLAKY:
+            raise config_problem(
+                "outage_distribution", f"applies to profile 'flaky' only, not {self.profile.value!r}"
+            )
         if self.profile is ConnectivityProfile.OFFLINE and self.signal_pct:
             raise config_problem("signal_pct", "an offline car has no signal; leave signal_pct out")
         return self
@@ -174,6 +190,7 @@ class Connectivity(_Model):
             signal_pct=_SIGNAL[self.profile] if self.signal_pct is None else self.signal_pct,
             drop_rate=(_DEFAULT_DROP_RATE if self.drop_rate is None else self.drop_rate) if flaky else None,
             outage_s=_DEFAULT_OUTAGE_S if flaky and self.outage_s is None else self.outage_s,
+            outage_distribution=(self.outage_distribution or OutageDistribution.EXPONENTIAL) if flaky else None,
         )
 
 
@@ -329,8 +346,10 @@ class ScenarioAction(StrEnum):
     """What a scenario step does.
 
     Car actions (need `cars`): what a person does at the car (the simulator control actions of
-    `sim/{vin}/control`) and connectivity faults. Broker actions (no `cars`): stop, kill or restart the
-    broker the run started.
+    `sim/{vin}/control`), connectivity and time faults, transport faults on the cars' proxy routes, attacks
+    on the cars, and app requests about them (`app`, with `user`). Broker actions (no `cars`): stop, kill or
+    restart the broker the run started. `check` only evaluates its `expect` entries; `fast_forward` moves the
+    clock on by `duration` at once. `tcu_sim.faults` documents every action's `params` and `expect`.
     """
 
     # simulator control (tcu_sim.protocol.ControlAction)
@@ -364,28 +383,63 @@ class ScenarioAction(StrEnum):
     BROKER_STOP = "broker_stop"
     BROKER_KILL = "broker_kill"
     BROKER_RESTART = "broker_restart"
+    # transport faults (the cars' fault-proxy routes)
+    LATENCY = "latency"
+    BANDWIDTH = "bandwidth"
+    BLACK_HOLE = "black_hole"
+    RESET_CONNECTIONS = "reset_connections"
+    SLICER = "slicer"
+    DATA_LIMIT = "data_limit"
+    CLEAR_FAULTS = "clear_faults"
+    # attacks, app requests, checks and time (scenario runs)
+    ATTACK = "attack"
+    APP = "app"
+    CHECK = "check"
+    FAST_FORWARD = "fast_forward"
 
     @property
     def targets_cars(self) -> bool:
         """Whether the step acts on cars (and so needs `cars`)."""
-        return not self.value.startswith("broker_")
+        return not self.value.startswith("broker_") and self not in _NO_CARS
+
+    @property
+    def cars_optional(self) -> bool:
+        """Whether `cars` may be given without being needed (a `check` names the cars its expectations mean)."""
+        return self is ScenarioAction.CHECK
+
+
+_NO_CARS = frozenset({ScenarioAction.CHECK, ScenarioAction.FAST_FORWARD})
 
 
 class ScenarioStep(_Model):
-    """At `at` after the start, do `do` on `cars` (for `duration`, when the action lasts), with `params`."""
+    """At `at` after the start, do `do` on `cars` (for `duration`, when the action lasts), with `params`.
+
+    `name` labels the step in reports; `user` (an e-mail of `users`) is who acts in an `app` step; `expect`
+    lists what must hold afterwards (checked by `tcu-sim scenario run`; see `tcu_sim.faults` for the forms).
+    """
 
     at: Duration
     do: ScenarioAction
     cars: Selectors | None = None
     duration: PositiveDuration | None = None
     params: dict[str, Any] = Field(default_factory=dict)
+    name: str | None = Field(default=None, min_length=1, max_length=100)
+    user: str | None = Field(default=None, max_length=254)
+    expect: tuple[dict[str, Any], ...] = ()
 
     @model_validator(mode="after")
     def _cars_fit_action(self) -> Self:
         if self.do.targets_cars and not self.cars:
             raise config_problem("cars", f"{self.do.value} acts on cars: say which (all, a group, 'leon[0:5]', a VIN)")
-        if not self.do.targets_cars and self.cars is not None:
-            raise config_problem("cars", f"{self.do.value} acts on the broker, not on cars; leave cars out")
+        if not self.do.targets_cars and not self.do.cars_optional and self.cars is not None:
+            what = "the broker" if self.do.value.startswith("broker_") else "the clock"
+            raise config_problem("cars", f"{self.do.value} acts on {what}, not on cars; leave cars out")
+        if self.do is ScenarioAction.APP and self.user is None:
+            raise config_problem("user", "an app step needs the user who acts (an e-mail of users)")
+        if self.do is not ScenarioAction.APP and self.user is not None:
+            raise config_problem("user", f"only app steps have a user, not {self.do.value}")
+        if self.do is ScenarioAction.FAST_FORWARD and self.duration is None:
+            raise config_problem("duration", "fast_forward needs the duration to skip")
         return self
 
 
@@ -516,6 +570,9 @@ def _check_users_and_steps(config: FleetConfig) -> None:
                 f"users[{u}].vehicles[{s}]",
                 f"car {car[0]}[{car[1]}] has no primary user; a secondary user is nominated by one (R10)",
             )
+    emails = {user.email.lower() for user in config.users}
     for i, step in enumerate(config.scenario):
         for s, text in enumerate(step.cars or ()):
             resolve(text, f"scenario[{i}].cars[{s}]")
+        if step.user is not None and step.user.lower() not in emails:
+            raise config_problem(f"scenario[{i}].user", f"no user {step.user!r} in users")

@@ -9,7 +9,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 import structlog
@@ -20,6 +20,9 @@ from tcu_sim.fleet._state import StateDir
 from tcu_sim.protocol import KeySet, Topics
 from tcu_sim.transport import Backoff, BrokerAddress, LinkPool, SeqStore, TcuConfig, TcuSession
 from tcu_sim.vehicle import Vehicle
+
+if TYPE_CHECKING:  # the fault layer imports the fleet package: import it only when a runner starts
+    from tcu_sim.faults import FleetFaults
 
 __all__ = ["BrokerUrl", "FleetRunner", "car_tls_context", "parse_broker_url"]
 
@@ -75,6 +78,9 @@ class FleetRunner:
     runner = FleetRunner(cars, state=StateDir(".tcu-sim/demo"), broker=parse_broker_url(url), clock=clock)
     async with runner as fleet:
         await fleet.wait_all_online(timeout=30)
+
+    `faults` (tcu_sim.faults) applies the cars' connectivity profiles, takes live `fault` controls, and may route
+    cars through a fault proxy; None gives the default `FleetFaults()` (profiles and live faults, no zones).
     """
 
     def __init__(
@@ -90,6 +96,7 @@ class FleetRunner:
         max_concurrent_handshakes: int = 32,
         on_event: Callable[[str, dict[str, Any]], None] | None = None,
         keepalive_s: int = 60,
+        faults: FleetFaults | None = None,
     ) -> None:
         self.cars = list(cars)
         self.state = state
@@ -104,6 +111,7 @@ class FleetRunner:
         self.sessions: dict[str, TcuSession] = {}
         self.stats = FleetStats()
         self._tasks: list[asyncio.Task[None]] = []
+        self.faults = faults
 
     def __repr__(self) -> str:
         online = sum(1 for s in self.sessions.values() if s.online)
@@ -142,9 +150,15 @@ class FleetRunner:
             )
             self.sessions[car.vin] = session
         address = BrokerAddress(self.broker.host, self.broker.port, keepalive_s=self._keepalive_s)
+        if self.faults is None:
+            from tcu_sim.faults import FleetFaults
+
+            self.faults = FleetFaults()
+        await self.faults.attach(self)  # before any car connects: profiles, fault controls, proxy routes
         self.stats.started_at = time.monotonic()
         for vin, session in self.sessions.items():
-            self._tasks.append(asyncio.create_task(session.run(self._pool, address), name=f"tcu[{vin}]"))
+            car_address = self.faults.address_for(vin, address)
+            self._tasks.append(asyncio.create_task(session.run(self._pool, car_address), name=f"tcu[{vin}]"))
         log.info("fleet started", cars=len(self.sessions), broker=str(self.broker))
         return self
 
@@ -155,6 +169,8 @@ class FleetRunner:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
         self._tasks.clear()
+        if self.faults is not None:
+            await self.faults.detach()  # after the cars: closing a proxy first would drop them all at once
         await self._pool.__aexit__(None, None, None)
         log.info("fleet stopped", cars=len(self.sessions))
 
