@@ -1,15 +1,17 @@
 """`tcu-sim app ...`: what a phone app does, from the command line (over `AppClient`).
 
     tcu-sim app --broker mqtts://localhost:8884 --username app-1 register alice@example.com
+    tcu-sim app --broker mqtts://localhost:8884 --username app-1 login alice@example.com   # session file, 0600
     tcu-sim app mailbox                          # the verification link
     tcu-sim app verify CODE
-    tcu-sim app login alice@example.com          # keeps the session in a file (0600)
     tcu-sim app add-vehicle VSS... --accept-terms
     tcu-sim app lock VSS...                      # asks for the S-PIN, waits for the car
 
 `login` keeps the session token, with the broker, the MQTT username and (if given) the MQTT password, in
 `$XDG_CONFIG_HOME/tcu-sim/session.json` (or `--session FILE`), readable only by you; later commands read their
-connection settings from it. Passwords and S-PINs are asked for without echo (or read from the environment:
+connection settings from it. Until that file exists, the one `tcu-sim up` writes (`<state>/app-session.json`,
+naming its app listener and a login) is used, so a second terminal next to `make run` needs no options.
+Passwords and S-PINs are asked for without echo (or read from the environment:
 `TCU_SIM_APP_<COMMAND>_PASSWORD`, ...), never printed. A refusal prints the cloud's error code and message and
 exits 1; a broker or cloud that does not answer exits 3.
 """
@@ -52,6 +54,14 @@ def default_session_path() -> Path:
     """`$XDG_CONFIG_HOME/tcu-sim/session.json` (`~/.config/...` by default)."""
     base = os.environ.get("XDG_CONFIG_HOME") or str(Path.home() / ".config")
     return Path(base) / "tcu-sim" / "session.json"
+
+
+def _session_path(state_dir: Path) -> Path:
+    """Your own session file once it exists; before that, the one `tcu-sim up` wrote into the state directory
+    (it names the app listener and a login for it), so that a second terminal needs no options."""
+    own = default_session_path()
+    stack = state_dir / "app-session.json"
+    return stack if not own.exists() and stack.is_file() else own
 
 
 @dataclass
@@ -180,7 +190,8 @@ def _when(ts: float | None) -> str:
               show_default=True, help="State directory (for the fleet CA).")
 @click.option("--insecure", is_flag=True, help="Do not verify the broker's certificate (a local test only).")
 @click.option("--session", "session_path", type=click.Path(dir_okay=False, path_type=Path), default=None,
-              help="Session file (default: $XDG_CONFIG_HOME/tcu-sim/session.json).")
+              help="Session file (default: $XDG_CONFIG_HOME/tcu-sim/session.json, or <state>/app-session.json "
+              "written by `tcu-sim up` while the former does not exist).")
 @click.option("--timeout", type=click.FloatRange(min=0.1), default=10.0, show_default=True,
               help="Seconds to wait for each answer.")
 @click.pass_context
@@ -196,7 +207,7 @@ def app(
     timeout: float,
 ) -> None:
     """Use the cloud as an app does: account, garage, remote commands, licences."""
-    session = SessionFile.read(session_path or default_session_path())
+    session = SessionFile.read(session_path or _session_path(state_dir))
     ctx.obj = _Options(broker, username, mqtt_password, ca, state_dir, insecure, timeout, session)
 
 
