@@ -29,6 +29,7 @@ from tcu_sim.protocol import (
     ProtocolError,
     PushEventType,
     RefusalReason,
+    ResultState,
     StatusSnapshot,
     TopicKind,
     Verifier,
@@ -68,6 +69,10 @@ _ENROLMENT_EVENTS: Final = frozenset(
         EventType.FACTORY_RESET,
     }
 )
+
+
+#: Ids of the commands the cloud sends itself (`CommandService.system_command` makes them with this prefix).
+SYSTEM_COMMAND_PREFIX: Final = "sys-"
 
 
 def seq_stream(vin: str, kind: TopicKind) -> str:
@@ -149,6 +154,13 @@ class CarMessages:
 
     # -- results ---------------------------------------------------------------------------------------------
     async def _result(self, vin: str, result: CommandResult) -> None:
+        if result.command_id.startswith(SYSTEM_COMMAND_PREFIX):
+            # The cloud's own infotainment notices are not stored: nothing to move, nobody to tell. A car that
+            # rejects one, though, says something is wrong with our signing (key, clock, seq).
+            if result.state is ResultState.REJECTED:
+                log.warning("car.rejected_system_command", vin=vin, command_id=result.command_id,
+                            reason=None if result.reason is None else result.reason.value)
+            return
         transition = await self._services.commands.apply_result(vin, result)
         if transition.applied and transition.command is not None:
             await self._pusher.command_progress(transition.command)

@@ -3,6 +3,7 @@ counted by reason and changes nothing; a duplicate is never applied twice."""
 
 from __future__ import annotations
 
+import structlog
 from handler_kit import ATECA_RADIO, BORN, CAR_KEYS, LEON, FakeCar, Stack, status
 
 from broker.handler import seq_stream
@@ -113,3 +114,14 @@ async def test_connection_state_is_kept(stack: Stack) -> None:
     state = await stack.services.registry.get_vehicle_state(LEON)
     assert state is not None
     assert state.online is False
+
+
+async def test_results_of_the_clouds_own_notices_are_not_applied_but_a_rejection_is_reported(stack: Stack) -> None:
+    with structlog.testing.capture_logs() as events:
+        async with stack.car(LEON) as car:
+            await car.send_result("sys-0123456789abcdef", ResultState.ACCEPTED)
+            await car.send_result("sys-0123456789abcdef", ResultState.REJECTED, reason="expired")
+            await stack.wait(lambda s: s.applied["results"] == 2)
+    names = [e["event"] for e in events]
+    assert names.count("car.rejected_system_command") == 1
+    assert "command.transition_ignored" not in names
