@@ -19,6 +19,8 @@ _COMMANDS: list[tuple[str, str]] = [
     ("tcu_sim.cli.broker", "broker"),
     ("tcu_sim.cli.cloud", "cloud"),
     ("tcu_sim.cli.app", "app"),
+    ("tcu_sim.cli.fault", "fault"),
+    ("tcu_sim.cli.scenario", "scenario"),
 ]
 
 
