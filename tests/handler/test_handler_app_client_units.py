@@ -106,3 +106,15 @@ def test_client_directory_is_bounded_and_prefers_the_requesting_client() -> None
     directory.bind_user("u2", "d")
     directory.bind_user("u3", "e")
     assert directory.clients_for_user("u1") == []
+
+
+def test_the_app_api_doc_lists_every_op_the_cloud_answers() -> None:
+    from broker.handler import AppRequests
+    from tcu_sim.app import AppOp
+
+    doc = (Path(__file__).resolve().parents[2] / "docs" / "app-api.md").read_text(encoding="utf-8")
+    documented = {line.split("`")[1] for line in doc.splitlines() if line.startswith("| `")}
+    # Only the op table is read: no services needed.
+    answered = AppRequests(services=None, sender=None, directory=None, stats=None)  # type: ignore[arg-type]
+    push_types = {"command_progress", "vehicle_changed", "notification"}
+    assert documented - push_types == {op.value for op in AppOp} == answered.ops
