@@ -29,6 +29,7 @@ from tcu_sim.protocol import (
     ProtocolError,
     PushEventType,
     RefusalReason,
+    RejectReason,
     ResultState,
     StatusSnapshot,
     TopicKind,
@@ -156,10 +157,12 @@ class CarMessages:
     async def _result(self, vin: str, result: CommandResult) -> None:
         if result.command_id.startswith(SYSTEM_COMMAND_PREFIX):
             # The cloud's own infotainment notices are not stored: nothing to move, nobody to tell. A car that
-            # rejects one, though, says something is wrong with our signing (key, clock, seq).
+            # rejects one, though, says something is wrong with our signing (key, clock, seq) — unless it merely
+            # came back online after the notice expired.
             if result.state is ResultState.REJECTED:
-                log.warning("car.rejected_system_command", vin=vin, command_id=result.command_id,
-                            reason=None if result.reason is None else result.reason.value)
+                reason = None if result.reason is None else result.reason.value
+                level = log.info if result.reason is RejectReason.EXPIRED else log.warning
+                level("car.rejected_system_command", vin=vin, command_id=result.command_id, reason=reason)
             return
         transition = await self._services.commands.apply_result(vin, result)
         if transition.applied and transition.command is not None:
