@@ -32,7 +32,12 @@ def configure_logging(level: str = "INFO", *, json: bool | None = None) -> None:
     """Configure structlog and stdlib logging for the process. `json=None` picks by whether stderr is a terminal."""
     if json is None:
         json = not sys.stderr.isatty()
-    renderer: Any = structlog.processors.JSONRenderer() if json else structlog.dev.ConsoleRenderer()
+    # Tracebacks on a terminal must not print local variables: they can hold passwords and S-PINs.
+    renderer: Any = (
+        structlog.processors.JSONRenderer()
+        if json
+        else structlog.dev.ConsoleRenderer(exception_formatter=structlog.dev.plain_traceback)
+    )
     structlog.configure(
         processors=[
             structlog.contextvars.merge_contextvars,
@@ -47,3 +52,6 @@ def configure_logging(level: str = "INFO", *, json: bool | None = None) -> None:
         cache_logger_on_first_use=False,
     )
     logging.basicConfig(level=level.upper(), stream=sys.stderr, format="%(levelname)s %(name)s %(message)s")
+    # Database drivers log SQL parameters at DEBUG (mail bodies with verification codes): never below INFO.
+    for noisy in ("aiosqlite", "asyncpg"):
+        logging.getLogger(noisy).setLevel(max(logging.INFO, logging.getLevelName(level.upper())))
