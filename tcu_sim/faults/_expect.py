@@ -15,6 +15,8 @@ and `within` (clock time to wait for it to hold; default 1 minute):
     # the cars, as the TCUs and the cloud see them
     - online: false                # TCU disconnected and the cloud has the last will
     - delivered: true              # every message the cars signed reached the cloud: no seq missing, none twice
+      since: 1m30s                 # ... of those signed from this clock time on (optional)
+    - applied_once: true           # no message of the cars was applied twice (however often it arrived)
     - locked: true                 # the vehicles are locked
     - outbox_min: 1                # at least (outbox_max: at most) this many messages wait in each outbox
     - in_zone: Túnel de la Rovira  # the cars are inside this no-signal zone (null: in none)
@@ -50,6 +52,7 @@ class ExpectKind(StrEnum):
     UNCHANGED = "unchanged"
     ONLINE = "online"
     DELIVERED = "delivered"
+    APPLIED_ONCE = "applied_once"
     LOCKED = "locked"
     OUTBOX_MIN = "outbox_min"
     OUTBOX_MAX = "outbox_max"
@@ -67,7 +70,12 @@ _APP_KINDS = frozenset({ExpectKind.ERROR, ExpectKind.OK, ExpectKind.STATE})
 _ATTACK_KINDS = frozenset({ExpectKind.REJECTED, ExpectKind.REFUSED, ExpectKind.UNCHANGED})
 _IMMEDIATE = frozenset({ExpectKind.ERROR, ExpectKind.OK, *_ATTACK_KINDS})
 _MODIFIERS = {"cars", "within"}
-_DETAILS = {"remaining_tries": ExpectKind.ERROR, "locked_seconds": ExpectKind.ERROR, "reason": ExpectKind.STATE}
+_DETAILS = {
+    "remaining_tries": ExpectKind.ERROR,
+    "locked_seconds": ExpectKind.ERROR,
+    "reason": ExpectKind.STATE,
+    "since": ExpectKind.DELIVERED,
+}
 
 
 @dataclass(frozen=True, slots=True)
@@ -91,7 +99,8 @@ class Expectation:
             value = "none"
         text = f"{self.kind.value} {value}"
         if self.details:
-            text += " (" + ", ".join(f"{k} {v}" for k, v in self.details) + ")"
+            shown = [(k, format_duration(v) if k == "since" else v) for k, v in self.details]
+            text += " (" + ", ".join(f"{k} {v}" for k, v in shown) + ")"
         if self.cars:
             text += f" for {', '.join(self.cars)}"
         return text
@@ -133,6 +142,11 @@ def parse_expectation(raw: Any, action: ScenarioAction, *, attack_on_car: bool |
         if name == "reason":
             if not isinstance(detail, str) or not detail:
                 raise FaultSpecError("reason: a failure or rejection reason, e.g. expired or door_open")
+        elif name == "since":
+            try:
+                detail = parse_duration(detail)
+            except ValueError as exc:
+                raise FaultSpecError(f"since: {exc}") from None
         elif isinstance(detail, bool) or not isinstance(detail, int) or detail < 0:
             raise FaultSpecError(f"{name}: must be a whole number >= 0")
         details.append((name, detail))
@@ -182,7 +196,7 @@ def _value(kind: ExpectKind, value: Any) -> Any:
             ExpectKind.CLOUD_REFUSED: RefusalReason,
         }[kind]
         raise FaultSpecError(f"{where}: {value!r} is not one of {', '.join(m.value for m in choices)}") from None
-    if kind in (ExpectKind.OK, ExpectKind.UNCHANGED, ExpectKind.DELIVERED):
+    if kind in (ExpectKind.OK, ExpectKind.UNCHANGED, ExpectKind.DELIVERED, ExpectKind.APPLIED_ONCE):
         if value is not True:
             raise FaultSpecError(f"{where}: write `{where}: true` (the opposite is not a useful expectation)")
         return True

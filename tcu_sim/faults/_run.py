@@ -20,9 +20,11 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import bisect
 import contextlib
 import hashlib
 import json
+import math
 import random
 import re
 import time
@@ -36,7 +38,15 @@ from typing import Any
 
 import structlog
 
-from tcu_sim.app import AppClient, AppRequestError, AppTransportError, SpinIncorrect, SpinLocked
+from tcu_sim.app import (
+    AppClient,
+    AppConnectionError,
+    AppRequestError,
+    AppTimeout,
+    AppTransportError,
+    SpinIncorrect,
+    SpinLocked,
+)
 from tcu_sim.clock import VirtualClock
 from tcu_sim.fleet import (
     BrokerUrl,
@@ -196,7 +206,9 @@ class ScenarioRunner:
         self._fast_until: float | None = None
         self._tick = asyncio.Condition()
         self._outbox_peak: Counter[str] = Counter()
+        self._seq_marks: defaultdict[str, list[tuple[float, int]]] = defaultdict(list)
         self._apps: dict[str, AppClient] = {}
+        self._app_logins: dict[str, tuple[str, str]] = {}
         self._wiretaps: dict[str, list[bytes]] = {}
         self._observer: _CloudObserver | None = None
         self._handler: Any = None
@@ -257,7 +269,7 @@ class ScenarioRunner:
                 car_workers=1,  # one worker: the observer can tell each message's refusal reason exactly
                 app_workers=1,
                 reconnect_base_s=0.05,
-                reconnect_cap_s=1.0,
+                reconnect_cap_s=0.25,  # real seconds: back before the cars' next statuses after a broker restart
             )
             handler = CloudHandler(
                 handler_config,
@@ -332,9 +344,13 @@ class ScenarioRunner:
             fast = self._fast_until is not None and self.clock.monotonic() < self._fast_until
             await self.clock.advance(options.tick_s)
             if self.fleet is not None:
+                now = self._now()
                 for vin, session in self.fleet.sessions.items():
                     if len(session.outbox) > self._outbox_peak[vin]:
                         self._outbox_peak[vin] = len(session.outbox)
+                    marks = self._seq_marks[vin]
+                    if not marks or marks[-1][1] != session.seq.last_issued:
+                        marks.append((now, session.seq.last_issued))
             async with self._tick:
                 self._tick.notify_all()
             await asyncio.sleep(options.tick_s / (options.fast_scale if fast else options.time_scale))
@@ -394,24 +410,44 @@ class ScenarioRunner:
 
     async def _open_apps(self, stack: contextlib.AsyncExitStack) -> None:
         users = {p.step.user.lower() for p in self.scenario.plan if p.app is not None and p.step.user}
-        broker = self.broker
+        stack.push_async_callback(self._close_apps)
         for i, email in enumerate(sorted(users), 1):
             user = next(u for u in self.scenario.config.users if u.email.lower() == email)
             username = f"scenario-app-{i}"
-            mqtt_password = await broker.add_app_user(username)
-            client = AppClient(
-                broker.host,
-                broker.app_port or 0,
-                username,
-                mqtt_password,
-                tls_context=broker.ssl_context(None) if broker.app_tls else None,
-                topics=self.topics,
-                timeout=self.options.step_timeout_s,
-                rng=random.Random(f"{self.scenario.config.seed}:{email}"),
-            )
-            await stack.enter_async_context(client)
+            self._app_logins[email] = (username, await self.broker.add_app_user(username))
+            client = await self._connect_app(email)
             await client.login(user.email, user.password.get_secret_value())
-            self._apps[email] = client
+
+    async def _connect_app(self, email: str, token: str | None = None) -> AppClient:
+        broker = self.broker
+        username, mqtt_password = self._app_logins[email]
+        client = AppClient(
+            broker.host,
+            broker.app_port or 0,
+            username,
+            mqtt_password,
+            tls_context=broker.ssl_context(None) if broker.app_tls else None,
+            token=token,
+            topics=self.topics,
+            timeout=self.options.step_timeout_s,
+            rng=random.Random(f"{self.scenario.config.seed}:{email}:{len(self._apps)}"),
+        )
+        await client.__aenter__()
+        self._apps[email] = client
+        return client
+
+    async def _reconnect_app(self, email: str) -> AppClient:
+        """The app's connection died with the broker: close it and connect again with the same session."""
+        old = self._apps.pop(email)
+        with contextlib.suppress(Exception):
+            await old.__aexit__(None, None, None)
+        return await self._connect_app(email, old.token)
+
+    async def _close_apps(self) -> None:
+        for client in list(self._apps.values()):
+            with contextlib.suppress(Exception):
+                await client.__aexit__(None, None, None)
+        self._apps.clear()
 
     async def _open_wiretaps(self, stack: contextlib.AsyncExitStack, attacker: Attacker) -> None:
         for plan in self.scenario.plan:
@@ -449,23 +485,33 @@ class ScenarioRunner:
         app_params, step = plan.app, plan.step
         assert app_params is not None
         assert step.user is not None
-        client = self._apps[step.user.lower()]
+        email = step.user.lower()
         result = _StepResult()
         for spec in select_cars(self.specs, step.cars or ()):
             outcome = _AppOutcome(spec.vin)
-            try:
-                if app_params.is_command:
-                    outcome.command_id = await client.command(
-                        spec.vin, app_params.op, app_params.params, app_params.spin, request_id=app_params.request_id
-                    )
-                    self._commands[outcome.command_id] = app_params.op
-                else:
-                    params = {"vin": spec.vin, **(app_params.params or {})}
-                    outcome.result = await client.request(app_params.op, params, request_id=app_params.request_id)
-            except AppRequestError as exc:
-                outcome.error = exc
-            except AppTransportError as exc:
-                outcome.transport_error = str(exc)
+            # The same request id on the retry: the cloud acts once even if the first attempt got through.
+            request_id = app_params.request_id or self._apps[email].new_request_id()
+            for attempt in range(2):
+                client = self._apps[email]
+                try:
+                    if app_params.is_command:
+                        outcome.command_id = await client.command(
+                            spec.vin, app_params.op, app_params.params, app_params.spin, request_id=request_id
+                        )
+                        self._commands[outcome.command_id] = app_params.op
+                    else:
+                        params = {"vin": spec.vin, **(app_params.params or {})}
+                        outcome.result = await client.request(app_params.op, params, request_id=request_id)
+                except AppRequestError as exc:
+                    outcome.error = exc
+                except (AppConnectionError, AppTimeout) as exc:
+                    if attempt == 0:  # the broker went away under the app: connect again, ask again
+                        await self._reconnect_app(email)
+                        continue
+                    outcome.transport_error = str(exc)
+                except AppTransportError as exc:
+                    outcome.transport_error = str(exc)
+                break
             result.apps.append(outcome)
         result.outcome = "; ".join(f"{o.vin}: {o.describe()}" for o in result.apps)
         return result
@@ -598,27 +644,41 @@ class ScenarioRunner:
         problems: list[str] = []
         for spec in self._cars_of(plan, expectation):
             session = self.fleet.sessions[spec.vin]
-            problem = await self._car_problem(kind, want, spec.vin, session, registry)
+            since = dict(expectation.details).get("since")
+            problem = await self._car_problem(kind, want, spec.vin, session, registry, since)
             if problem:
                 problems.append(f"{spec.vin}: {problem}")
         return not problems, "; ".join(problems[:5]) + (" ..." if len(problems) > 5 else "") or "holds for every car"
 
-    async def _car_problem(self, kind: ExpectKind, want: Any, vin: str, session: TcuSession, registry: Any) -> str:
+    def _seq_at(self, vin: str, at: float) -> int:
+        """The last seq car `vin` had signed at clock time `at` (since the start)."""
+        marks = self._seq_marks.get(vin, [])
+        index = bisect.bisect_right(marks, (at, math.inf)) - 1
+        return marks[index][1] if index >= 0 else 0
+
+    async def _car_problem(
+        self, kind: ExpectKind, want: Any, vin: str, session: TcuSession, registry: Any, since: float | None = None
+    ) -> str:
         assert self.faults is not None
         assert self._observer is not None
         if kind is ExpectKind.ONLINE:
             cloud = await registry.get_vehicle_state(vin)
             cloud_online = cloud.online if cloud is not None else None
-            if session.online != want or cloud_online != want:
+            # With the broker down nobody can tell the cloud: then only the TCU's side counts.
+            cloud_can_know = bool(getattr(self.broker, "running", True))
+            if session.online != want or (cloud_can_know and cloud_online != want):
                 return f"TCU {'online' if session.online else 'offline'}, cloud says {cloud_online}"
             return ""
-        if kind is ExpectKind.DELIVERED:
+        if kind in (ExpectKind.DELIVERED, ExpectKind.APPLIED_ONCE):
             applied = self._observer.applied[vin]
-            issued = set(range(1, session.seq.last_issued + 1))
-            missing = sorted(issued - set(applied))
             twice = sorted(s for s, n in Counter(applied).items() if n > 1)
             if twice:
                 return f"applied twice: seq {twice[:10]}"
+            if kind is ExpectKind.APPLIED_ONCE:
+                return ""
+            first = self._seq_at(vin, since) + 1 if since is not None else 1
+            issued = set(range(first, session.seq.last_issued + 1))
+            missing = sorted(issued - set(applied))
             if missing:
                 return f"{len(missing)} of {len(issued)} not applied (seq {missing[:10]}), outbox {len(session.outbox)}"
             return ""
