@@ -1,0 +1,21 @@
+"""The stack's errors: one root, subclasses by what went wrong (the CLI prints the message and exits 1)."""
+
+from __future__ import annotations
+
+__all__ = ["BrokerStartError", "EnrolmentError", "FleetStartError", "StackError"]
+
+
+class StackError(Exception):
+    """The local stack could not start (or run) as configured; the message says what and where."""
+
+
+class BrokerStartError(StackError):
+    """The broker did not start, or the given one is not reachable."""
+
+
+class FleetStartError(StackError):
+    """Not every car came online in time."""
+
+
+class EnrolmentError(StackError):
+    """A user of the fleet file could not be created or their cars not enrolled."""

@@ -1,0 +1,487 @@
+"""`LocalStack`: a whole tcu-sim deployment in one process — broker, cloud, fleet and the fleet file's users.
+
+    async with LocalStack(load_fleet("fleet_configs/demo.yaml"), StackConfig(state_dir=Path(".tcu-sim/demo"))) as s:
+        print(s.timings.all_online_s)               # seconds from broker ready to every car online (P5)
+        async with s.app_client() as app:            # the demo user's phone app, on the app listener
+            await app.login("demo@tcu-sim.test", "...")
+
+Start order, each step waited for with a timeout: provision keys and certificates (kept in the state directory),
+the broker (`_broker`), the fleet (`FleetRunner`; every car online — P5 counts from the broker being ready), the
+cloud (`_cloud`; it reads the cars' retained status when it subscribes), the users (`_users`). Exit stops fleet,
+cloud and broker, in that order, and keeps the state directory for the next run.
+
+The stack owns one task group: its own `stack.health` task (turns changes — a car going offline, the cloud
+losing the broker — into `StackEvent`s for listeners) and whatever a caller `spawn`s for the stack's lifetime
+(the live view). The components own their tasks (`tcu[VIN]...`, `cloud...`, `mosquitto[port].log`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import resource
+import time
+from collections.abc import AsyncIterator, Callable, Coroutine, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import TracebackType
+from typing import Any, Self
+
+import structlog
+
+from broker.cloud import PasswordHasher
+from broker.handler import CloudHandler
+from broker.pki import CLOUD, FleetPKI
+from broker.registry import CommandRecord
+from tcu_sim.app import AppClient
+from tcu_sim.clock import Clock, SystemClock
+from tcu_sim.fleet import CarSpec, FleetConfig, FleetError, FleetRunner, StateDir, expand_fleet, provision
+from tcu_sim.protocol import AuxState, Topics
+from tcu_sim.stack._broker import BrokerInfo, open_broker
+from tcu_sim.stack._cloud import open_cloud
+from tcu_sim.stack._config import StackConfig
+from tcu_sim.stack._errors import FleetStartError, StackError
+from tcu_sim.stack._files import load_app_logins, write_app_session
+from tcu_sim.stack._trace import CommandLog
+from tcu_sim.stack._users import EnrolmentOutcome, UserCar, set_up_users
+
+__all__ = ["STACK_APP", "TERMINAL_APP", "CarRow", "LocalStack", "StackEvent", "StackSnapshot", "StackTimings"]
+
+log = structlog.get_logger("tcu_sim.stack")
+
+#: App logins on the app listener of a broker the stack starts: its own (setting up users), and the one the
+#: second terminal's `tcu-sim app` uses (through `<state>/app-session.json`).
+STACK_APP = "tcu-sim-up"
+TERMINAL_APP = "demo-app"
+
+_HEALTH_INTERVAL_S = 0.5  # real seconds between health checks (a display cadence, not simulated time)
+
+
+@dataclass(slots=True)
+class StackTimings:
+    """How long the start took, in real seconds."""
+
+    provision_s: float = 0.0
+    broker_s: float = 0.0
+    """From the start of `__aenter__` to the broker accepting connections."""
+    all_online_s: float | None = None
+    """From the broker accepting connections to every car online (SPEC P5: at most 5 s for the demo)."""
+    users_s: float = 0.0
+    total_s: float = 0.0
+
+
+@dataclass(frozen=True, slots=True)
+class StackEvent:
+    """Something that changed while the stack runs, as one line for a log or the live view."""
+
+    at: float
+    """Wall-clock time (Unix seconds)."""
+    text: str
+
+
+@dataclass(frozen=True, slots=True)
+class CarRow:
+    """One car as the live view shows it."""
+
+    vin: str
+    model: str
+    group: str
+    users: str
+    online: bool
+    locked: bool
+    heater: str
+    position: str
+    last_command: str
+    faults: str
+
+
+@dataclass(frozen=True, slots=True)
+class StackSnapshot:
+    """Everything the live view shows, read at one moment (plain data: rendering it needs no stack)."""
+
+    fleet: str
+    broker: str
+    broker_url: str
+    app_url: str | None
+    cloud: str
+    cars: tuple[CarRow, ...]
+    online: int
+    all_online_s: float | None
+    commands: tuple[str, ...]
+    command_counts: dict[str, int] = field(default_factory=dict)
+    uptime_s: float = 0.0
+    time_scale: float = 1.0
+
+
+class LocalStack:
+    """Broker, cloud, fleet and users of one fleet file, started and stopped together (module docstring)."""
+
+    def __init__(
+        self,
+        fleet: FleetConfig,
+        config: StackConfig,
+        *,
+        clock: Clock | None = None,
+        passwords: PasswordHasher | None = None,
+    ) -> None:
+        self.fleet_config = fleet
+        self.config = config
+        self.clock: Clock = clock or SystemClock(scale=config.time_scale)
+        self.state = StateDir(config.state_dir)
+        self.topics = Topics(fleet.topic_prefix)
+        self.cars: list[CarSpec] = expand_fleet(fleet)
+        self.commands = CommandLog()
+        self.timings = StackTimings()
+        self.users: list[UserCar] = []
+        self.events: list[StackEvent] = []
+        self._passwords = passwords
+        self._broker: BrokerInfo | None = None
+        self._cloud: CloudHandler | None = None
+        self._runner: FleetRunner | None = None
+        self._pki: FleetPKI | None = None
+        self._exit = contextlib.AsyncExitStack()
+        self._group: asyncio.TaskGroup | None = None
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._listeners: list[Callable[[StackEvent], None]] = []
+        self._emails: dict[str, str] = {}
+        self._started_at = 0.0
+        self._running = False
+
+    def __repr__(self) -> str:
+        if not self._running:
+            return f"LocalStack({self.fleet_config.name!r}, stopped, state={str(self.config.state_dir)!r})"
+        runner = self.fleet
+        return (
+            f"LocalStack({self.fleet_config.name!r}, {self.broker.kind.value} {self.broker.device}, "
+            f"online={runner.online_count}/{len(self.cars)}, commands={len(self.commands.recent(10**6))})"
+        )
+
+    # -- the parts (after start) ---------------------------------------------------------------------------
+    @property
+    def broker(self) -> BrokerInfo:
+        """The broker in use."""
+        if self._broker is None:
+            raise StackError("the stack is not running")
+        return self._broker
+
+    @property
+    def cloud(self) -> CloudHandler:
+        """The cloud handler (its `services`, `registry` and `stats`)."""
+        if self._cloud is None:
+            raise StackError("the stack is not running")
+        return self._cloud
+
+    @property
+    def fleet(self) -> FleetRunner:
+        """The fleet runner (`sessions[vin].vehicle` is each car's state)."""
+        if self._runner is None:
+            raise StackError("the stack is not running")
+        return self._runner
+
+    @property
+    def pki(self) -> FleetPKI:
+        """The fleet PKI of the state directory."""
+        if self._pki is None:
+            self._pki = FleetPKI(self.state.pki_dir)
+        return self._pki
+
+    @property
+    def app_session_path(self) -> Path:
+        """The session file for `tcu-sim app --session ...` in a second terminal."""
+        return self.state.root / "app-session.json"
+
+    def app_client(self, username: str = TERMINAL_APP, **kwargs: Any) -> AppClient:
+        """An unconnected `AppClient` on the app listener with one of the stack's app logins."""
+        endpoint = self.broker.app(username)
+        if endpoint is None:
+            raise StackError("no app login on this broker (give the app listener's URL with its login)")
+        tls = self.pki.client_ssl_context(None) if endpoint.tls else None
+        return AppClient(
+            endpoint.host, endpoint.port, endpoint.username, endpoint.password, tls, topics=self.topics, **kwargs
+        )
+
+    # -- lifecycle -------------------------------------------------------------------------------------------
+    async def __aenter__(self) -> Self:
+        self._started_at = time.monotonic()
+        try:
+            await self._start()
+        except BaseException:
+            await self._exit.aclose()
+            raise
+        self._running = True
+        self.timings.total_s = time.monotonic() - self._started_at
+        return self
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self._running = False
+        log.info("stack.stopping")
+        await self._exit.aclose()  # tasks, fleet, cloud, broker: the reverse of the start
+        log.info("stack.stopped", state=str(self.state.root))
+
+    async def _start(self) -> None:
+        cfg = self.config
+        t0 = self._started_at
+        try:
+            # Keys and certificates, and the password hasher (its constructor hashes once: a blocking ~0.1-0.5 s),
+            # in threads while nothing else runs yet.
+            _, passwords = await asyncio.gather(
+                asyncio.to_thread(provision, self.fleet_config, self.state, clock=SystemClock(), pki=True),
+                asyncio.to_thread(lambda: self._passwords or PasswordHasher()),
+            )
+        except FleetError as exc:
+            raise StackError(str(exc)) from None
+        self.timings.provision_s = time.monotonic() - t0
+        _raise_open_files_limit(len(self.cars))
+        logins = load_app_logins(self.state.root / "app-logins.json", [STACK_APP, TERMINAL_APP])
+
+        broker = await self._exit.enter_async_context(
+            open_broker(cfg, self.pki, logins, topic_prefix=self.fleet_config.topic_prefix)
+        )
+        self._broker = broker
+        self.timings.broker_s = broker.ready_at - t0
+        log.info("stack.broker_ready", broker=broker.description, url=str(broker.device))
+
+        # The fleet first: nothing between the broker being ready and the cars connecting (P5). The cloud then
+        # gets every car's retained status and connection state when it subscribes.
+        runner = FleetRunner(
+            self.cars, state=self.state, broker=broker.device, clock=self.clock,
+            topic_prefix=self.fleet_config.topic_prefix,
+        )
+        fleet_exit = await self._exit.enter_async_context(contextlib.AsyncExitStack())
+        await fleet_exit.enter_async_context(runner)
+        self._runner = runner
+        try:
+            await runner.wait_all_online(timeout=cfg.online_timeout_s)
+        except TimeoutError as exc:
+            raise FleetStartError(f"{broker.device}: {exc}") from None
+        self.timings.all_online_s = time.monotonic() - broker.ready_at
+        log.info("stack.fleet_online", cars=len(self.cars), after_s=round(self.timings.all_online_s, 3))
+
+        cloud = await self._exit.enter_async_context(
+            open_cloud(
+                self.state, self.clock, registry_url=cfg.registry_url, host=broker.device.host,
+                port=broker.device.port, tls_context=self.pki.client_ssl_context(CLOUD) if broker.device.tls else None,
+                mqtt5=broker.mqtt5, topic_prefix=self.fleet_config.topic_prefix, command_ttl_s=cfg.command_ttl_s,
+                passwords=passwords,
+            )
+        )
+        self._cloud = cloud
+        self._tap_commands(cloud)
+        # Stop the cars before the cloud (the reverse of the start would stop the cloud first).
+        self._exit.push_async_callback(fleet_exit.aclose)
+        try:
+            await cloud.wait_ready(cfg.start_timeout_s)
+        except TimeoutError:
+            raise StackError(f"{broker.device}: the cloud is not connected ({cloud.link.last_error})") from None
+
+        t_users = time.monotonic()
+        stack_app = broker.app(STACK_APP)
+        if cfg.enrol_users and stack_app is not None:
+            self.users = await set_up_users(
+                self.fleet_config, self.cars, runner.sessions, lambda: self.app_client(STACK_APP),
+                timeout=cfg.start_timeout_s,
+            )
+        self.timings.users_s = time.monotonic() - t_users
+        terminal = broker.app(TERMINAL_APP)
+        if terminal is not None:
+            write_app_session(
+                self.app_session_path, broker=terminal.url, username=terminal.username, mqtt_password=terminal.password
+            )
+
+        group = asyncio.TaskGroup()
+        await self._exit.enter_async_context(_cancelling(group, self._tasks))
+        self._group = group
+        self.spawn(self._health(), name="stack.health")
+
+    def spawn(self, coro: Coroutine[Any, Any, None], *, name: str) -> asyncio.Task[None]:
+        """Run `coro` as a named task for as long as the stack runs (cancelled when it stops)."""
+        if self._group is None:
+            coro.close()
+            raise StackError("the stack is not running")
+        task = self._group.create_task(coro, name=name)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        return task
+
+    # -- what happens while it runs ---------------------------------------------------------------------------
+    def subscribe(self, listener: Callable[[StackEvent], None]) -> Callable[[], None]:
+        """Call `listener(event)` for every `StackEvent`; returns the function that unsubscribes it."""
+        self._listeners.append(listener)
+        return lambda: self._listeners.remove(listener)
+
+    def _emit(self, text: str) -> None:
+        event = StackEvent(time.time(), text)
+        self.events.append(event)
+        del self.events[:-200]
+        log.info("stack.event", text=text)
+        for listener in list(self._listeners):
+            listener(event)
+
+    async def _health(self) -> None:
+        """Turn changes into events: cars going offline and back, the cloud losing and regaining the broker."""
+        runner, cloud = self.fleet, self.cloud
+        online = {vin: s.online for vin, s in runner.sessions.items()}
+        cloud_up = cloud.link.connected
+        errors = dict(cloud.stats.errors)
+        while True:
+            await asyncio.sleep(_HEALTH_INTERVAL_S)
+            for vin, session in runner.sessions.items():
+                now_online = session.online
+                if now_online != online[vin]:
+                    online[vin] = now_online
+                    why = "" if now_online else f" ({session.stats.last_disconnect_reason or 'no signal'})"
+                    self._emit(f"car {vin} {'online' if now_online else 'offline'}{why}")
+            if cloud.link.connected != cloud_up:
+                cloud_up = cloud.link.connected
+                self._emit("cloud connected" if cloud_up else f"cloud lost the broker ({cloud.link.last_error})")
+            for code, count in cloud.stats.errors.items():
+                if count > errors.get(code, 0):
+                    # An app request the cloud refused (a wrong S-PIN, a car of somebody else's): no command.
+                    new = count - errors.get(code, 0)
+                    self._emit(f"cloud refused {new} app request{'s' if new > 1 else ''}: {code}")
+                    errors[code] = count
+
+    def _tap_commands(self, cloud: CloudHandler) -> None:
+        """Follow every app command: the cloud tells the app each step through its pusher; note it here too."""
+        pusher = cloud.pusher
+        original = pusher.command_progress
+
+        async def command_progress(command: CommandRecord) -> None:
+            await original(command)
+            try:
+                await self.commands.record(
+                    command_id=command.id, vin=command.vin, op=command.op, user=await self._email(command.user_id),
+                    state=command.state, created_at=command.created_at, at=command.updated_at,
+                    reason=command.reason,
+                )
+            except Exception:  # the view must never break the cloud
+                log.exception("stack.trace_failed", command_id=command.id)
+
+        # The handler has no progress hook of its own; wrapping its pusher's method is the one place every step
+        # of every command passes (delivered, the car's results, timed_out).
+        pusher.command_progress = command_progress  # type: ignore[method-assign]  # see the comment above
+
+    async def _email(self, user_id: str) -> str:
+        email = self._emails.get(user_id)
+        if email is None:
+            user = await self.cloud.registry.get_user(user_id)
+            email = user.email if user is not None else user_id
+            self._emails[user_id] = email
+        return email
+
+    # -- the live view's data ---------------------------------------------------------------------------------
+    def snapshot(self, *, commands: int = 8) -> StackSnapshot:
+        """What the live view shows, now."""
+        runner, cloud, broker = self.fleet, self.cloud, self.broker
+        by_vin: dict[str, list[str]] = {}
+        for car in self.users:
+            if car.outcome is not EnrolmentOutcome.SKIPPED:
+                by_vin.setdefault(car.vin, []).append(f"{car.email.split('@')[0]} ({car.role.value[0].upper()})")
+        now = self.clock.now()
+        rows = []
+        for spec in self.cars:
+            session = runner.sessions[spec.vin]
+            vehicle = session.vehicle
+            last = self.commands.last_for(spec.vin)
+            rows.append(
+                CarRow(
+                    vin=spec.vin,
+                    model=f"{spec.model.value}/{spec.equipment.value}",
+                    group=spec.group,
+                    users=", ".join(by_vin.get(spec.vin, [])),
+                    online=session.online,
+                    locked=vehicle.locked,
+                    heater=_heater(vehicle.aux_state, vehicle.aux_remaining_s(now)),
+                    position="driving" if vehicle.moving else f"{vehicle.position[0]:.5f}, {vehicle.position[1]:.5f}",
+                    last_command=_last(last.op, last.state.value, last.reason) if last else "",
+                    faults=_faults(runner, session),
+                )
+            )
+        counts: dict[str, int] = {}
+        for trace in self.commands.recent(10**6):
+            counts[trace.state.value] = counts.get(trace.state.value, 0) + 1
+        app = broker.app(TERMINAL_APP)
+        cloud_state = "connected" if cloud.link.connected else f"disconnected ({cloud.link.last_error or '…'})"
+        stats = cloud.stats
+        return StackSnapshot(
+            fleet=self.fleet_config.name,
+            broker=broker.description,
+            broker_url=str(broker.device),
+            app_url=app.url if app is not None else None,
+            cloud=f"{cloud_state}; {sum(stats.applied.values())} car messages applied, {_refused(stats.refused)}, "
+                  f"{sum(stats.requests.values())} app requests",
+            cars=tuple(rows),
+            online=runner.online_count,
+            all_online_s=self.timings.all_online_s,
+            commands=tuple(t.line() for t in self.commands.recent(commands)),
+            command_counts=counts,
+            uptime_s=time.monotonic() - self._started_at,
+            time_scale=self.config.time_scale,
+        )
+
+
+def _refused(refused: Mapping[str, int]) -> str:
+    if not refused:
+        return "none refused"
+    # `duplicate` is normal after a restart: the broker hands the cloud the retained status it saw before.
+    return f"{sum(refused.values())} refused ({', '.join(f'{n} {why}' for why, n in sorted(refused.items()))})"
+
+
+def _heater(state: AuxState, remaining_s: float) -> str:
+    if state is AuxState.OFF:
+        return "off"
+    return f"{state.value} {remaining_s / 60:.0f} min"
+
+
+def _last(op: str, state: str, reason: str | None) -> str:
+    return f"{op} {state}" + (f" ({reason})" if reason else "")
+
+
+def _faults(runner: FleetRunner, session: Any) -> str:
+    """What is wrong with a car's connection or commands, in a few words."""
+    out: list[str] = []
+    # The fault layer (tcu_sim.faults) is optional here: read what it exposes when the runner has one.
+    faults = getattr(runner, "faults", None)
+    car = getattr(faults, "cars", {}).get(session.vin) if faults is not None else None
+    if car is not None:
+        holds = [reason for reason, until in getattr(car, "holds", {}).items() if until > runner.clock.monotonic()]
+        out += [f"held offline: {', '.join(sorted(holds))}"] if holds else []
+        zone = getattr(car, "zone", None)
+        if zone is not None:
+            out.append(f"in {getattr(zone, 'name', 'a zone')}")
+        out += list(getattr(car, "loops", []))
+        skew = getattr(car, "skew_s", 0.0)
+        if skew:
+            out.append(f"clock {skew:+g} s")
+    if not session.online and not out:
+        out.append(session.stats.last_disconnect_reason or "offline")
+    if session.signal_pct < 50:
+        out.append(f"signal {session.signal_pct}%")
+    if session.stats.commands_rejected:
+        out.append(f"{session.stats.commands_rejected} rejected")
+    if len(session.outbox):
+        out.append(f"outbox {len(session.outbox)}")
+    return ", ".join(out)
+
+
+def _raise_open_files_limit(cars: int) -> None:
+    """Each car holds a socket: lift the soft limit on open files towards the hard one."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    wanted = min(hard, max(soft, cars + 1024))
+    if wanted > soft:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (wanted, hard))
+
+
+@contextlib.asynccontextmanager
+async def _cancelling(group: asyncio.TaskGroup, tasks: set[asyncio.Task[None]]) -> AsyncIterator[None]:
+    """Enter `group`; on exit cancel its `tasks` (they run for the stack's lifetime) and wait for them."""
+    await group.__aenter__()
+    try:
+        yield
+    finally:
+        for task in list(tasks):
+            task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await group.__aexit__(None, None, None)
