@@ -21,6 +21,7 @@ _COMMANDS: list[tuple[str, str]] = [
     ("tcu_sim.cli.app", "app"),
     ("tcu_sim.cli.fault", "fault"),
     ("tcu_sim.cli.scenario", "scenario"),
+    ("tcu_sim.cli.up", "up"),
 ]
 
 

@@ -1,0 +1,147 @@
+"""`tcu-sim up` as a user runs it — a process of its own on the real Mosquitto — and a second terminal's
+`tcu-sim app ...` locking a car while it runs."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import re
+import signal
+import sys
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+from stack_kit import DEMO_FLEET, REPO, demo, demo_user
+
+from tcu_sim.testing.plugin import require_mosquitto
+
+TCU_SIM = [sys.executable, "-c", "from tcu_sim.cli import main; main()"]
+START = 60.0  # seconds `up` may take to say it is ready (a slow CI machine)
+
+
+@pytest.fixture(autouse=True)
+def _mosquitto() -> None:
+    require_mosquitto()
+
+
+def _env(tmp_path: Path) -> dict[str, str]:
+    env = dict(os.environ)
+    env["XDG_CONFIG_HOME"] = str(tmp_path / "config")  # never the user's own app session
+    return env
+
+
+@dataclass
+class UpProcess:
+    """A running `tcu-sim up`, its output so far, and a way to wait for a line."""
+
+    proc: asyncio.subprocess.Process
+    lines: list[str] = field(default_factory=list)
+    changed: asyncio.Condition = field(default_factory=asyncio.Condition)
+
+    async def read(self) -> None:
+        assert self.proc.stdout is not None
+        async for raw in self.proc.stdout:
+            async with self.changed:
+                self.lines.append(raw.decode(errors="replace").rstrip("\n"))
+                self.changed.notify_all()
+
+    async def wait_for(self, pattern: str, timeout: float) -> re.Match[str]:
+        regex = re.compile(pattern)
+        try:
+            async with asyncio.timeout(timeout), self.changed:
+                while True:
+                    for line in self.lines:
+                        if match := regex.search(line):
+                            return match
+                    if self.proc.returncode is not None:
+                        raise AssertionError(f"`up` exited ({self.proc.returncode}) before {pattern!r}")
+                    await self.changed.wait()
+        except TimeoutError:
+            raise AssertionError(f"no {pattern!r} within {timeout} s in:\n" + "\n".join(self.lines)) from None
+
+    @property
+    def output(self) -> str:
+        return "\n".join(self.lines)
+
+
+@contextlib.asynccontextmanager
+async def up_process(tmp_path: Path, *args: str) -> AsyncIterator[UpProcess]:
+    proc = await asyncio.create_subprocess_exec(
+        *TCU_SIM, "up", str(DEMO_FLEET), "--state", str(tmp_path / "state"), "--port", "0", "--no-view", *args,
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE, stdin=asyncio.subprocess.DEVNULL,
+        env=_env(tmp_path), cwd=REPO,
+    )
+    up = UpProcess(proc)
+    reader = asyncio.create_task(up.read(), name="up.stdout")
+    try:
+        yield up
+    finally:
+        if proc.returncode is None:
+            proc.send_signal(signal.SIGTERM)
+        async with asyncio.timeout(30):
+            await proc.wait()
+            await reader
+
+
+async def _app(tmp_path: Path, *args: str) -> tuple[int, str]:
+    env = _env(tmp_path)
+    env["TCU_SIM_APP_SESSION_PATH"] = str(tmp_path / "state" / "app-session.json")
+    env["TCU_SIM_APP_STATE_DIR"] = str(tmp_path / "state")
+    proc = await asyncio.create_subprocess_exec(
+        *TCU_SIM, "app", *args, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
+        stdin=asyncio.subprocess.DEVNULL, env=env, cwd=REPO,
+    )
+    async with asyncio.timeout(30):
+        out, _ = await proc.communicate()
+    assert proc.returncode is not None
+    return proc.returncode, out.decode()
+
+
+async def test_up_prints_how_to_log_in_and_stops_by_itself(tmp_path: Path) -> None:
+    email, _, _ = demo_user(demo())
+    async with up_process(tmp_path, "--duration", "1") as up:
+        await up.wait_for(r"^stopped; state kept in ", START)
+        async with asyncio.timeout(30):
+            assert await up.proc.wait() == 0
+    assert up.proc.stderr is not None
+    errors = (await up.proc.stderr.read()).decode()
+    assert "Traceback" not in errors, errors
+    out = up.output
+    assert re.search(r"^broker: Mosquitto \S+ \(pid \d+", out, re.MULTILINE), out
+    assert re.search(r"^fleet: 20 cars online \d+\.\d\d s after the broker was ready", out, re.MULTILINE), out
+    assert f"user {email}: 9 cars as primary (9 enrolled)" in out
+    assert re.search(rf"app login {re.escape(email)} ", out), out
+    assert re.search(r"app lock VSS[A-HJ-NPR-Z0-9]{14} ", out), out
+    assert "TCU_SIM_APP_SESSION_PATH=" in out
+    assert "mqtt_password" not in out  # the app's MQTT login stays in the session file
+
+
+@pytest.mark.slow
+async def test_a_second_terminal_locks_a_car_while_up_runs(tmp_path: Path) -> None:
+    email, password, spin = demo_user(demo())
+    async with up_process(tmp_path, "--duration", "120") as up:
+        await up.wait_for(r"^ready", START)
+        vin = (await up.wait_for(r"app lock (VSS[A-HJ-NPR-Z0-9]{14})", 1)).group(1)
+
+        code, out = await _app(tmp_path, "login", email, "--password", password)
+        assert code == 0, out
+        code, out = await _app(tmp_path, "unlock", vin, "--spin", spin)
+        assert code == 0, out
+        assert re.search(r"command cmd-\S+ succeeded", out), out
+        await up.wait_for(rf"command: unlock {vin} by {re.escape(email)}: app → cloud → car .* → succeeded", 10)
+
+        code, out = await _app(tmp_path, "lock", vin, "--spin", "0852")
+        assert code == 1, out
+        assert "SPIN_INCORRECT" in out
+        await up.wait_for(r"cloud refused 1 app request: SPIN_INCORRECT", 10)
+
+        up.proc.send_signal(signal.SIGTERM)
+        async with asyncio.timeout(30):
+            assert await up.proc.wait() == 0
+        await up.wait_for(r"^stopped; state kept in ", 5)
+    assert up.proc.stderr is not None
+    errors = (await up.proc.stderr.read()).decode()
+    assert "Traceback" not in errors, errors
