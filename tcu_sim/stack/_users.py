@@ -4,8 +4,9 @@ For each user: log in (or register, read the verification mail in the simulated 
 an `AppClient`; then enrol their primary cars the realistic way — `add_vehicle` in the app, then the in-car step
 the model asks for (two-key owner verification, or the pairing code typed into the infotainment), done on the
 car's TCU as the simulator control a person would cause — and wait until the cloud tells the app the car is
-enrolled; finally each primary user nominates the secondary users of their cars (R10). A car already in the
-garage with the right role is left alone, so a second run changes nothing.
+enrolled (a car it does not confirm in time is reported as skipped, and the run goes on); finally each primary
+user nominates the secondary users of their cars (R10). A car already in the garage with the right role is left
+alone, so a second run changes nothing.
 """
 
 from __future__ import annotations
@@ -116,18 +117,17 @@ def _control(session: TcuSession, action: ControlAction, **params: object) -> No
     session.handle_control(encode_json(message.model_dump(mode="json")))
 
 
-async def _wait_enrolled(app: AppClient, vins: set[str], timeout: float) -> None:
-    """Wait for the cloud's `vehicle_changed`/`enrolled` push for every car in `vins` (removed as they come)."""
-    try:
+async def _wait_enrolled(app: AppClient, vins: set[str], timeout: float) -> set[str]:
+    """Wait for the cloud's `vehicle_changed`/`enrolled` push for every car in `vins`; the cars it did not confirm
+    within `timeout` seconds (the cloud refused the in-car step, or the car's event never reached it)."""
+    waiting = set(vins)
+    with contextlib.suppress(TimeoutError, AppTimeout):
         async with asyncio.timeout(timeout):
-            while vins:
+            while waiting:
                 event = await app.next_event(timeout=timeout)
                 if event.type is PushEventType.VEHICLE_CHANGED and event.data.get("event") == "enrolled":
-                    vins.discard(str(event.data.get("vin")))
-    except (TimeoutError, AppTimeout):
-        raise EnrolmentError(
-            f"the cloud did not confirm the enrolment of {', '.join(sorted(vins))} within {timeout:g} s"
-        ) from None
+                    waiting.discard(str(event.data.get("vin")))
+    return waiting
 
 
 async def _enrol_primary(
@@ -160,7 +160,13 @@ async def _enrol_primary(
         waiting.add(vin)
         out.append(UserCar(user.email, vin, UserRole.PRIMARY, EnrolmentOutcome.ENROLLED, added.method))
     if waiting:
-        await _wait_enrolled(app, waiting, timeout)
+        missing = await _wait_enrolled(app, waiting, timeout)
+        if missing:
+            log.warning("user.enrolment_unconfirmed", email=user.email, vins=sorted(missing))
+            why = f"the cloud did not confirm the in-car step within {timeout:g} s"
+            out = [
+                UserCar(c.email, c.vin, c.role, EnrolmentOutcome.SKIPPED, why) if c.vin in missing else c for c in out
+            ]
     return out
 
 

@@ -13,6 +13,7 @@ from stack_kit import WAIT, demo, demo_user, local_stack
 from tcu_sim.fleet import UserRole, expand_fleet, select_cars
 from tcu_sim.protocol import CommandState
 from tcu_sim.stack import BrokerKind, EnrolmentOutcome, StackConfig, StackError
+from tcu_sim.stack._users import set_up_users
 from tcu_sim.testing.plugin import require_mosquitto
 
 
@@ -93,6 +94,24 @@ async def test_a_second_run_keeps_keys_users_and_cars(tmp_path: Path) -> None:
             command_id = await app.unlock(vins[0], spin)
             assert await app.wait_command(command_id, timeout=WAIT) is CommandState.SUCCEEDED
         assert second.fleet.sessions[vins[0]].stats.commands_rejected == 0
+
+
+async def test_a_car_the_cloud_does_not_enrol_is_reported_and_the_rest_go_on(tmp_path: Path) -> None:
+    fleet = demo()
+    email, _, _ = demo_user(fleet)
+    async with local_stack(tmp_path / "state", fleet, enrol_users=False) as stack:
+        assert stack.users == []
+        leon = select_cars(stack.cars, ["leon[3]"])[0].vin  # the demo user's, without a secondary user
+        # In maximum privacy the car's online services are off: the two-key verification is refused in the car.
+        stack.fleet.sessions[leon].handle_control(b'{"action": "set_privacy", "params": {"mode": "max"}}')
+        cars = await set_up_users(
+            fleet, stack.cars, stack.fleet.sessions, lambda: stack.app_client("tcu-sim-up", timeout=WAIT), timeout=2
+        )
+    outcome = {c.vin: (c.outcome, c.detail) for c in cars if c.email == email}
+    assert outcome.pop(leon) == (
+        EnrolmentOutcome.SKIPPED, "the cloud did not confirm the in-car step within 2 s"
+    )
+    assert {o for o, _ in outcome.values()} == {EnrolmentOutcome.ENROLLED}
 
 
 async def test_an_unreachable_external_broker_fails_the_start_cleanly(tmp_path: Path) -> None:
