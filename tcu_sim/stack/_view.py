@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import TextIO
 
-from rich.console import Console, Group, RenderableType
+from rich.console import Console, Group, JustifyMethod, RenderableType
 from rich.live import Live
 from rich.panel import Panel
 from rich.table import Table
@@ -31,7 +31,7 @@ __all__ = ["LiveView", "LoginHelp", "PlainView", "login_instructions", "render",
 
 _REFRESH_S = 0.25  # real seconds between redraws
 _COMMAND_LINES = 6
-_OVERHEAD_LINES = 9 + _COMMAND_LINES  # header panel, table head and borders, command panel
+_OVERHEAD_LINES = 10 + 5 + 2 + _COMMAND_LINES  # header panel, table head and borders, command panel
 
 
 def _ago(seconds: float) -> str:
@@ -71,12 +71,15 @@ def render(snapshot: StackSnapshot, *, height: int | None = None, hint: str | No
         head.add_row("try", hint)
 
     table = Table(expand=True, pad_edge=False, header_style="bold")
-    for name, kwargs in (
-        ("VIN", {"no_wrap": True}), ("model", {}), ("users", {}), ("online", {"justify": "center"}),
-        ("locked", {"justify": "center"}), ("heater", {}), ("position", {"no_wrap": True}),
-        ("last command", {}), ("faults", {}),
-    ):
-        table.add_column(name, overflow="ellipsis", **kwargs)
+    # One line per car whatever the width (a cut cell ends in "…"), so the table fits the height it is given;
+    # VIN, state and position keep their width, the free-text columns share what is left.
+    columns: tuple[tuple[str, JustifyMethod, int, int | None], ...] = (
+        ("VIN", "left", 17, None), ("model", "left", 6, 2), ("users", "left", 5, 2), ("online", "center", 6, None),
+        ("locked", "center", 6, None), ("heater", "left", 6, None), ("position", "left", 18, None),
+        ("last command", "left", 8, 3), ("faults", "left", 6, 3),
+    )
+    for name, justify, min_width, ratio in columns:
+        table.add_column(name, overflow="ellipsis", no_wrap=True, justify=justify, min_width=min_width, ratio=ratio)
     rows = snapshot.cars
     if height is not None:
         room = max(3, height - _OVERHEAD_LINES)
@@ -89,7 +92,7 @@ def render(snapshot: StackSnapshot, *, height: int | None = None, hint: str | No
             car.vin,
             car.model,
             car.users,
-            Text("●", style="green") if car.online else Text("○ offline", style="red"),
+            Text("●", style="green") if car.online else Text("○ off", style="red"),
             "🔒" if car.locked else Text("open", style="yellow"),
             car.heater if car.heater == "off" else Text(car.heater, style="magenta"),
             car.position,
