@@ -26,6 +26,7 @@ lint: $(STAMP)
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/mypy
 	@# Test folders have no __init__.py and some have a conftest.py: mypy checks each folder on its own.
+	$(VENV)/bin/mypy tests/conftest.py
 	@for dir in tests/*/; do \
 		if ls $$dir*.py >/dev/null 2>&1; then \
 			echo "mypy $$dir"; $(VENV)/bin/mypy "$$dir" || exit 1; \
