@@ -18,7 +18,15 @@ from tcu_sim.clock import Clock
 from tcu_sim.fleet._expand import CarSpec
 from tcu_sim.fleet._state import StateDir
 from tcu_sim.protocol import KeySet, Topics
-from tcu_sim.transport import Backoff, BrokerAddress, LinkPool, SeqStore, TcuConfig, TcuSession
+from tcu_sim.transport import (
+    Backoff,
+    BrokerAddress,
+    ClientCertificate,
+    LinkPool,
+    SeqStore,
+    TcuConfig,
+    TcuSession,
+)
 from tcu_sim.vehicle import Vehicle
 
 if TYPE_CHECKING:  # the fault layer imports the fleet package: import it only when a runner starts
@@ -91,7 +99,7 @@ class FleetRunner:
         broker: BrokerUrl,
         clock: Clock,
         topic_prefix: str = "",
-        tls_for: Callable[[str], ssl.SSLContext | None] | None = None,
+        tls_for: Callable[[str], ssl.SSLContext | ClientCertificate | None] | None = None,
         backoff: Backoff | None = None,
         max_concurrent_handshakes: int = 32,
         on_event: Callable[[str, dict[str, Any]], None] | None = None,
@@ -117,12 +125,13 @@ class FleetRunner:
         online = sum(1 for s in self.sessions.values() if s.online)
         return f"FleetRunner(cars={len(self.cars)}, online={online}, broker={self.broker})"
 
-    def _pki_tls(self, vin: str) -> ssl.SSLContext:
+    def _pki_tls(self, vin: str) -> ClientCertificate:
         from broker.pki import FleetPKI  # the fleet PKI lives with the broker set-up
 
         pki = FleetPKI(self.state.pki_dir)
         paths = pki.paths(vin)
-        return car_tls_context(pki.ca_cert_path, paths.cert, paths.key)
+        # Files, not a context per car: the link pool shares contexts between handshakes (~26 KiB a car saved).
+        return ClientCertificate(pki.ca_cert_path, paths.cert, paths.key)
 
     async def __aenter__(self) -> FleetRunner:
         await self._pool.__aenter__()

@@ -1,7 +1,7 @@
 """The car's side of the network: MQTT links driven in bulk, reconnect backoff, the outbox, the TCU session."""
 
 from tcu_sim.transport._backoff import Backoff
-from tcu_sim.transport._link import BrokerAddress, LinkCallbacks, LinkPool, MqttLink
+from tcu_sim.transport._link import BrokerAddress, ClientCertificate, LinkCallbacks, LinkPool, MqttLink
 from tcu_sim.transport._outbox import Outbox, OutboxEntry
 from tcu_sim.transport._seqstore import SeqStore
 from tcu_sim.transport._session import UNKNOWN_COMMAND_ID, SessionStats, TcuConfig, TcuSession
@@ -10,6 +10,7 @@ __all__ = [
     "UNKNOWN_COMMAND_ID",
     "Backoff",
     "BrokerAddress",
+    "ClientCertificate",
     "LinkCallbacks",
     "LinkPool",
     "MqttLink",

@@ -6,8 +6,18 @@ client driven by the asyncio loop through socket callbacks (the same integration
 `LinkPool` task does the keepalive housekeeping for all of them in slices. Sockets get TCP_NODELAY so that small
 MQTT packets are not held back by Nagle's algorithm.
 
-paho's `reconnect()` blocks for the TCP connect and the TLS handshake, so it runs in a worker thread; a semaphore
+paho's `reconnect()` blocks for the TCP connect and the TLS handshake, so it runs in one of the pool's own
+handshake threads (as many as handshakes may run at once; asyncio's default executor has only cpu+4 threads,
+which bounded a 2-core fleet to 6 handshakes in flight while each mostly waits for the broker); a semaphore
 bounds how many handshakes run at once (the connect rate of a reconnect storm).
+
+Memory: an `ssl.SSLContext` costs about 26 KiB (OpenSSL's SSL_CTX with the CA store and the key pair), more than
+the rest of a car's Python state. A link given a `ClientCertificate` instead of a context therefore has no
+context of its own: each handshake thread keeps one context per CA and loads the car's certificate into it right
+before the connection is created. OpenSSL copies the certificate and key into each connection when it creates
+it (SSL_new), and "changes applied to ctx do not propagate to already existing SSL objects"
+(SSL_CTX_use_certificate(3)), so the next car's certificate loaded into the same context leaves the established
+connection's identity alone; a context is only ever changed by its own thread, between handshakes.
 """
 
 from __future__ import annotations
@@ -18,14 +28,16 @@ import socket
 import ssl
 import threading
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Any
+from pathlib import Path
+from typing import Any, cast
 
 import paho.mqtt.client as mqtt
 import structlog
 from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode
 
-__all__ = ["BrokerAddress", "LinkCallbacks", "LinkPool", "MqttLink"]
+__all__ = ["BrokerAddress", "ClientCertificate", "LinkCallbacks", "LinkPool", "MqttLink"]
 
 log = structlog.get_logger("tcu_sim.transport")
 
@@ -39,6 +51,39 @@ class BrokerAddress:
     tls: ssl.SSLContext | None = None
     keepalive_s: int = 60
     connect_timeout_s: float = 10.0
+
+
+@dataclass(frozen=True, slots=True)
+class ClientCertificate:
+    """A client's mutual-TLS identity as files: the CA it trusts, its certificate and its private key.
+
+    Given to `MqttLink(tls=...)` instead of an `ssl.SSLContext`, it is loaded into a context shared by the
+    pool's handshake threads for each handshake only (see the module docstring), which saves each car its own
+    context. Server certificate and host name are verified as with `ssl.create_default_context`.
+    """
+
+    ca_cert: Path
+    cert: Path
+    key: Path
+
+
+class _CertificateTls:
+    """What paho sees as its SSL context for a link with a `ClientCertificate` (paho calls only `wrap_socket`
+    and reads `check_hostname`): the calling thread's shared context, with this car's certificate loaded."""
+
+    __slots__ = ("_identity", "_pool")
+
+    check_hostname = True  # the shared contexts check the host name (paho then skips its own check)
+
+    def __init__(self, pool: LinkPool, identity: ClientCertificate) -> None:
+        self._pool = pool
+        self._identity = identity
+
+    def wrap_socket(self, sock: socket.socket, **kwargs: Any) -> ssl.SSLSocket:
+        context = self._pool.handshake_context(self._identity.ca_cert)
+        context.load_cert_chain(self._identity.cert, self._identity.key)
+        # SSL_new copies the certificate and key now: the context is free for the next car once this returns.
+        return context.wrap_socket(sock, **kwargs)
 
 
 @dataclass(slots=True)
@@ -65,7 +110,7 @@ class MqttLink:
         *,
         clean_session: bool = False,
         will: tuple[str, bytes] | None = None,
-        tls: ssl.SSLContext | None = None,
+        tls: ssl.SSLContext | ClientCertificate | None = None,
         username: str | None = None,
         password: str | None = None,
         connect_timeout_s: float = 10.0,
@@ -86,7 +131,10 @@ class MqttLink:
         # The outbox above this layer is the queue; paho must never silently drop or hold an unbounded backlog.
         client.max_inflight_messages_set(100)
         client.max_queued_messages_set(0)
-        if tls is not None:
+        if isinstance(tls, ClientCertificate):
+            # paho types its context as ssl.SSLContext but only calls wrap_socket() and reads check_hostname.
+            client.tls_set_context(cast(ssl.SSLContext, _CertificateTls(pool, tls)))
+        elif tls is not None:
             client.tls_set_context(tls)
         if username is not None:
             client.username_pw_set(username, password)
@@ -243,7 +291,10 @@ class LinkPool:
     def __init__(self, *, max_concurrent_handshakes: int = 32, housekeeping_interval_s: float = 1.0) -> None:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._loop_thread = 0
+        self._max_handshakes = max_concurrent_handshakes
         self._handshakes = asyncio.Semaphore(max_concurrent_handshakes)
+        self._executor: ThreadPoolExecutor | None = None
+        self._thread_tls = threading.local()  # per handshake thread: {CA path: shared client context}
         self._interval = housekeeping_interval_s
         self._links: list[MqttLink] = []
         self._task: asyncio.Task[None] | None = None
@@ -256,6 +307,7 @@ class LinkPool:
     async def __aenter__(self) -> LinkPool:
         self._loop = asyncio.get_running_loop()
         self._loop_thread = threading.get_ident()
+        self._executor = ThreadPoolExecutor(max_workers=self._max_handshakes, thread_name_prefix="link_pool.handshake")
         self._task = asyncio.create_task(self._housekeeping(), name="link_pool.housekeeping")
         return self
 
@@ -267,6 +319,10 @@ class LinkPool:
         for link in list(self._links):
             link.drop()
         self._links.clear()
+        if self._executor is not None:
+            # A handshake still running ends by its own connect timeout; the loop need not wait for it.
+            self._executor.shutdown(wait=False, cancel_futures=True)
+            self._executor = None
 
     @property
     def loop(self) -> asyncio.AbstractEventLoop:
@@ -287,9 +343,20 @@ class LinkPool:
 
     async def run_handshake(self, func: Callable[[], Any]) -> None:
         async with self._handshakes:
-            rc = await self.loop.run_in_executor(None, func)
+            rc = await self.loop.run_in_executor(self._executor, func)
         if rc not in (None, MQTTErrorCode.MQTT_ERR_SUCCESS):
             raise OSError(f"MQTT connect failed: {rc}")
+
+    def handshake_context(self, ca_cert: Path) -> ssl.SSLContext:
+        """The calling thread's shared client context trusting `ca_cert` (see `ClientCertificate`)."""
+        contexts: dict[Path, ssl.SSLContext] | None = getattr(self._thread_tls, "contexts", None)
+        if contexts is None:
+            contexts = self._thread_tls.contexts = {}
+        context = contexts.get(ca_cert)
+        if context is None:
+            context = ssl.create_default_context(ssl.Purpose.SERVER_AUTH, cafile=str(ca_cert))
+            contexts[ca_cert] = context
+        return context
 
     def on_loop_thread(self) -> bool:
         return threading.get_ident() == self._loop_thread

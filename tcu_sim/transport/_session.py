@@ -53,7 +53,7 @@ from tcu_sim.protocol import (
     parse_body,
 )
 from tcu_sim.transport._backoff import Backoff
-from tcu_sim.transport._link import BrokerAddress, LinkCallbacks, LinkPool, MqttLink
+from tcu_sim.transport._link import BrokerAddress, ClientCertificate, LinkCallbacks, LinkPool, MqttLink
 from tcu_sim.transport._outbox import Outbox, OutboxEntry
 from tcu_sim.transport._seqstore import SeqStore
 from tcu_sim.vehicle import Vehicle, VehicleError
@@ -112,7 +112,7 @@ class TcuSession:
         rng: random.Random,
         seq_store: SeqStore,
         config: TcuConfig | None = None,
-        tls: ssl.SSLContext | None = None,
+        tls: ssl.SSLContext | ClientCertificate | None = None,
         on_event: Callable[[str, dict[str, Any]], None] | None = None,
     ) -> None:
         self.vehicle = vehicle
