@@ -14,6 +14,7 @@ from ._errors import (
 )
 from ._expect import Expectation, ExpectKind, parse_expectation
 from ._fleet import CarFaults, ControllableBroker, FaultLog, FleetFaults, Injection, ProxyMode, TransportBackend
+from ._observe import CloudObserver, Handled, token_claims
 from ._operator import FaultOperator, control_payload, fault_payload
 from ._outage import OutageModel, fault_rng
 from ._proxy import FaultProxy, ProxyRoute, RouteStats
@@ -63,6 +64,7 @@ __all__ = [
     "ClearFault",
     "ClearWhat",
     "ClockSkewFault",
+    "CloudObserver",
     "CloudSummary",
     "CommandForge",
     "ControllableBroker",
@@ -80,6 +82,7 @@ __all__ = [
     "FaultUnavailable",
     "FlakyFault",
     "FleetFaults",
+    "Handled",
     "Injection",
     "LatencyFault",
     "OfflineFault",
@@ -117,5 +120,6 @@ __all__ = [
     "parse_fault",
     "parse_scenario",
     "step_fault_params",
+    "token_claims",
     "toxiproxy_toxics",
 ]

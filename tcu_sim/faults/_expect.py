@@ -179,10 +179,6 @@ def _value(kind: ExpectKind, value: Any) -> Any:
             return ErrorCode(value)
         if kind is ExpectKind.STATE:
             state = CommandState(value)
-            if not state.is_final:
-                finals = "succeeded, failed, rejected or timed_out"
-                raise FaultSpecError(f"{where}: {value!r} is not final; expect {finals}")
-            return state
         if kind is ExpectKind.REJECTED:
             return RejectReason(value)
         if kind in (ExpectKind.REFUSED, ExpectKind.CLOUD_REFUSED):
@@ -196,6 +192,11 @@ def _value(kind: ExpectKind, value: Any) -> Any:
             ExpectKind.CLOUD_REFUSED: RefusalReason,
         }[kind]
         raise FaultSpecError(f"{where}: {value!r} is not one of {', '.join(m.value for m in choices)}") from None
+    if kind is ExpectKind.STATE:
+        if not state.is_final:
+            finals = "succeeded, failed, rejected or timed_out"
+            raise FaultSpecError(f"{where}: {value!r} is not final; expect {finals}")
+        return state
     if kind in (ExpectKind.OK, ExpectKind.UNCHANGED, ExpectKind.DELIVERED, ExpectKind.APPLIED_ONCE):
         if value is not True:
             raise FaultSpecError(f"{where}: write `{where}: true` (the opposite is not a useful expectation)")

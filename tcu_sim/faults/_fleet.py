@@ -240,8 +240,10 @@ class CarFaults:
             if self._held:
                 self._held = False
                 self.offline_since = None
+                # Drawn whether or not it is needed: the car's fault stream must not depend on network timing.
+                delay = self.owner.jitter(self.rng)
                 if not session.online:
-                    session.go_online(after_s=self.owner.jitter(self.rng))
+                    session.go_online(after_s=delay)
             return
         until = max(self.holds.values())
         remaining = until - now

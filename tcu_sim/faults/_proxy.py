@@ -327,10 +327,10 @@ class _Pipe:
         for i, piece in enumerate(pieces):
             if i and slicer is not None and slicer.delay_us:
                 await asyncio.sleep(slicer.delay_us / 1_000_000)
+            if bandwidth is not None:  # the piece takes this long to get through the narrow link
+                await asyncio.sleep(len(piece) / (bandwidth.rate_kb_s * 1000))
             self.sink.write(piece)
             await self.sink.drain()
-            if bandwidth is not None:
-                await asyncio.sleep(len(piece) / (bandwidth.rate_kb_s * 1000))
 
 
 def _slices(data: bytes, slicer: SlicerFault, rng: random.Random) -> list[bytes]:

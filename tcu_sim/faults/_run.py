@@ -19,17 +19,14 @@ their step has run and pass the moment they hold, or fail once `within` clock se
 from __future__ import annotations
 
 import asyncio
-import base64
 import bisect
 import contextlib
 import hashlib
-import json
 import math
 import random
 import re
 import time
 from collections import Counter, defaultdict
-from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from datetime import time as dt_time
@@ -60,13 +57,14 @@ from tcu_sim.fleet import (
     provision,
     select_cars,
 )
-from tcu_sim.protocol import TopicKind, Topics
+from tcu_sim.protocol import Topics
 from tcu_sim.testing import MosquittoBroker
 from tcu_sim.transport import Backoff, TcuSession
 
 from ._attacks import Attacker, AttackKind, CommandForge, StatusForge
 from ._expect import Expectation, ExpectKind
 from ._fleet import FleetFaults, ProxyMode
+from ._observe import CloudObserver, token_claims
 from ._report import CarSummary, CloudSummary, ExpectationResult, ScenarioReport, StepRecord
 from ._scenario import Scenario, ScenarioStepPlan
 
@@ -141,47 +139,6 @@ def _error_details(error: AppRequestError) -> str:
     return ""
 
 
-def _claims(token: bytes) -> dict[str, Any]:
-    """The claims of a signed token, unverified (only to read `seq`/`body` of what was already judged)."""
-    try:
-        part = token.split(b".")[1]
-        claims = json.loads(base64.urlsafe_b64decode(part + b"=" * (-len(part) % 4)))
-        return claims if isinstance(claims, dict) else {}
-    except (IndexError, ValueError):
-        return {}
-
-
-class _CloudObserver:
-    """Sees every car message the cloud handled: applied or refused, and why (the handler has no per-message
-    hook, so its `cars.handle` is wrapped; the scenario cloud runs one car worker, so the refusal counter that
-    moved during a call is that call's reason)."""
-
-    def __init__(self, handler: Any) -> None:
-        self.applied: dict[str, list[int]] = defaultdict(list)
-        self.refused: dict[str, Counter[str]] = defaultdict(Counter)
-        self.handled: dict[bytes, tuple[bool, str | None]] = {}
-        stats = handler.stats
-        original: Callable[[Any, bytes], Awaitable[bool]] = handler.cars.handle
-
-        async def observed(topic: Any, payload: bytes) -> bool:
-            before = Counter(stats.refused)
-            applied = await original(topic, payload)
-            moved = [r for r, n in stats.refused.items() if n > before.get(r, 0)]
-            reason = moved[0] if moved else None
-            vin = str(topic.key)
-            if len(self.handled) < 100_000:
-                self.handled[payload] = (applied, reason)
-            if applied and topic.kind is not TopicKind.CONNECTION:  # the connection topic is plain text
-                seq = _claims(payload).get("seq")
-                if isinstance(seq, int):
-                    self.applied[vin].append(seq)
-            elif reason is not None:
-                self.refused[vin][reason] += 1
-            return applied
-
-        handler.cars.handle = observed
-
-
 class ScenarioRunner:
     """Runs one scenario against `broker` (a `MosquittoBroker` the caller started: the run may stop, kill and
     restart it), in `workdir` (state directory and registry are created there)."""
@@ -210,7 +167,7 @@ class ScenarioRunner:
         self._apps: dict[str, AppClient] = {}
         self._app_logins: dict[str, tuple[str, str]] = {}
         self._wiretaps: dict[str, list[bytes]] = {}
-        self._observer: _CloudObserver | None = None
+        self._observer: CloudObserver | None = None
         self._handler: Any = None
         self._services: Any = None
         self._commands: dict[str, str] = {}
@@ -266,7 +223,7 @@ class ScenarioRunner:
             handler_config = HandlerConfig(
                 topic_prefix=config.topic_prefix,
                 client_id=f"cloud-{config.name}"[:128],
-                car_workers=1,  # one worker: the observer can tell each message's refusal reason exactly
+                car_workers=1,  # one worker: the observer can tell each message's outcome exactly
                 app_workers=1,
                 reconnect_base_s=0.05,
                 reconnect_cap_s=0.25,  # real seconds: back before the cars' next statuses after a broker restart
@@ -285,7 +242,7 @@ class ScenarioRunner:
             await stack.enter_async_context(handler)
             await handler.wait_ready(options.online_timeout_s)
             self._handler = handler
-            self._observer = _CloudObserver(handler)
+            self._observer = CloudObserver(handler)
 
             faults = FleetFaults.from_config(
                 config, proxy=options.proxy, broker=broker, reconnect_jitter_s=options.reconnect_jitter_s
@@ -569,7 +526,7 @@ class ScenarioRunner:
         assert self._observer is not None
         assert self._services is not None
         captured = await attacker.latest_status(vin, timeout=self.options.step_timeout_s)
-        claims = _claims(captured)
+        claims = token_claims(captured)
         forge = StatusForge(self.clock)
         body = claims.get("body", {}) if isinstance(claims.get("body"), dict) else {}
         seq = int(claims.get("seq", 0)) + 1
@@ -585,11 +542,12 @@ class ScenarioRunner:
             token = forge.other_car_key(vin, state.load_car_key(other), body, seq).encode()
         registry = self._services.registry
         before = await registry.get_vehicle_state(vin)
-        self._observer.handled.pop(token, None)  # a replay is the same bytes as the original
+        self._observer.by_payload.pop(token, None)  # a replay is the same bytes as the original
         await attacker.inject_status(vin, token)
-        while token not in self._observer.handled:
+        while token not in self._observer.by_payload:
             await self._next_tick()
-        applied, reason = self._observer.handled[token]
+        outcome = self._observer.by_payload[token]
+        applied, reason = outcome.applied, outcome.reason
         after = await registry.get_vehicle_state(vin)
         unchanged = not applied and before == after
         observed = "applied" if applied else (reason or "refused")
