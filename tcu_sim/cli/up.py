@@ -212,9 +212,13 @@ def _report(stack: LocalStack, fleet: FleetConfig, config: StackConfig, out: Tex
         _say(out, f"  note: {line}")
     _say(out, f"cloud: connected as 'cloud', registry {config.registry_url.split('@')[-1]}")
     online_s = timings.all_online_s or 0.0
-    verdict = "within" if online_s <= 5 else "OVER"
-    _say(out, f"fleet: {len(stack.cars)} cars online {online_s:.2f} s after the broker was ready "
-              f"({verdict} the 5 s target; whole start {timings.total_s:.2f} s)")
+    # SPEC P5: the demo fleet is online within 5 s of the broker being ready.
+    target = f"{'within' if online_s <= 5 else 'OVER'} the 5 s target, " if fleet.name == "demo" else ""
+    held = timings.held_offline
+    came = len(stack.cars) - len(held)
+    _say(out, f"fleet: {came} cars online {online_s:.2f} s after the broker was ready "
+              f"({target}whole start {timings.total_s:.2f} s)"
+              + (f"; {len(held)} held offline by their connectivity profile" if held else ""))
     for email in dict.fromkeys(car.email for car in stack.users):
         mine = [c for c in stack.users if c.email == email]
         done = {o: sum(1 for c in mine if c.outcome is o) for o in EnrolmentOutcome}

@@ -6,9 +6,9 @@
             await app.login("demo@tcu-sim.test", "...")
 
 Start order, each step waited for with a timeout: provision keys and certificates (kept in the state directory),
-the broker (`_broker`), the fleet (`FleetRunner`; every car online — P5 counts from the broker being ready), the
-cloud (`_cloud`; it reads the cars' retained status when it subscribes), the users (`_users`). Exit stops fleet,
-cloud and broker, in that order, and keeps the state directory for the next run.
+the broker (`_broker`), the cloud (`_cloud`), the fleet (`FleetRunner`; every car online — P5 counts from the
+broker being ready), the users (`_users`). Exit stops fleet, cloud and broker, in that order, and keeps the state
+directory for the next run.
 
 The stack owns one task group: its own `stack.health` task (turns changes — a car going offline, the cloud
 losing the broker — into `StackEvent`s for listeners) and whatever a caller `spawn`s for the stack's lifetime
@@ -44,6 +44,7 @@ from tcu_sim.stack._errors import FleetStartError, StackError
 from tcu_sim.stack._files import load_app_logins, write_app_session
 from tcu_sim.stack._trace import CommandLog
 from tcu_sim.stack._users import EnrolmentOutcome, UserCar, set_up_users
+from tcu_sim.transport import TcuSession
 
 __all__ = ["STACK_APP", "TERMINAL_APP", "CarRow", "LocalStack", "StackEvent", "StackSnapshot", "StackTimings"]
 
@@ -55,6 +56,7 @@ STACK_APP = "tcu-sim-up"
 TERMINAL_APP = "demo-app"
 
 _HEALTH_INTERVAL_S = 0.5  # real seconds between health checks (a display cadence, not simulated time)
+_HELD_RECHECK_S = 0.25  # real seconds between looks at whether a car not yet online is held offline by a fault
 
 
 @dataclass(slots=True)
@@ -68,6 +70,8 @@ class StackTimings:
     """From the broker accepting connections to every car online (SPEC P5: at most 5 s for the demo)."""
     users_s: float = 0.0
     total_s: float = 0.0
+    held_offline: tuple[str, ...] = ()
+    """Cars a connectivity fault of their profile held offline at the start (not waited for)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -243,22 +247,8 @@ class LocalStack:
         self.timings.broker_s = broker.ready_at - t0
         log.info("stack.broker_ready", broker=broker.description, url=str(broker.device))
 
-        # The fleet first: nothing between the broker being ready and the cars connecting (P5). The cloud then
-        # gets every car's retained status and connection state when it subscribes.
-        runner = FleetRunner(
-            self.cars, state=self.state, broker=broker.device, clock=self.clock,
-            topic_prefix=self.fleet_config.topic_prefix,
-        )
-        fleet_exit = await self._exit.enter_async_context(contextlib.AsyncExitStack())
-        await fleet_exit.enter_async_context(runner)
-        self._runner = runner
-        try:
-            await runner.wait_all_online(timeout=cfg.online_timeout_s)
-        except TimeoutError as exc:
-            raise FleetStartError(f"{broker.device}: {exc}") from None
-        self.timings.all_online_s = time.monotonic() - broker.ready_at
-        log.info("stack.fleet_online", cars=len(self.cars), after_s=round(self.timings.all_online_s, 3))
-
+        # The cloud before the fleet: it subscribes while the cars connect, and sees them arrive. (Cars first would
+        # hand the cloud every retained status at once when it subscribes, which the embedded broker chokes on.)
         cloud = await self._exit.enter_async_context(
             open_cloud(
                 self.state, self.clock, registry_url=cfg.registry_url, host=broker.device.host,
@@ -269,8 +259,14 @@ class LocalStack:
         )
         self._cloud = cloud
         self._tap_commands(cloud)
-        # Stop the cars before the cloud (the reverse of the start would stop the cloud first).
-        self._exit.push_async_callback(fleet_exit.aclose)
+
+        runner = FleetRunner(
+            self.cars, state=self.state, broker=broker.device, clock=self.clock,
+            topic_prefix=self.fleet_config.topic_prefix,
+        )
+        await self._exit.enter_async_context(runner)  # entered last, so stopped first: fleet, cloud, broker
+        self._runner = runner
+        await self._wait_fleet_online(runner, broker)
         try:
             await cloud.wait_ready(cfg.start_timeout_s)
         except TimeoutError:
@@ -294,6 +290,37 @@ class LocalStack:
         await self._exit.enter_async_context(_cancelling(group, self._tasks))
         self._group = group
         self.spawn(self._health(), name="stack.health")
+
+    async def _wait_fleet_online(self, runner: FleetRunner, broker: BrokerInfo) -> None:
+        """Wait until every car has come online once — except the cars a connectivity fault of their profile holds
+        offline (a flaky or no-signal car may never be online at the start). Sets `timings.all_online_s`."""
+        held: list[str] = []
+
+        async def came_online(session: TcuSession) -> None:
+            # A car that connected and dropped before we looked counts (its connects say so); one that connects
+            # while we wait sets the event we wait on, whatever happens right after.
+            while session.stats.connects == 0:
+                if _held_offline(runner, session):
+                    held.append(session.vin)
+                    return
+                with contextlib.suppress(TimeoutError):
+                    await session.wait_online(_HELD_RECHECK_S)
+
+        sessions = list(runner.sessions.values())
+        try:
+            async with asyncio.timeout(self.config.online_timeout_s):
+                await asyncio.gather(*(came_online(s) for s in sessions))
+        except TimeoutError:
+            never = [s.vin for s in sessions if s.stats.connects == 0 and s.vin not in held]
+            raise FleetStartError(
+                f"{broker.device}: {len(never)} of {len(sessions)} cars not online after "
+                f"{self.config.online_timeout_s:g} s (is the broker reachable, does it accept the fleet's "
+                f"certificates?), e.g. {', '.join(never[:3])}"
+            ) from None
+        self.timings.all_online_s = time.monotonic() - broker.ready_at
+        self.timings.held_offline = tuple(sorted(held))
+        log.info("stack.fleet_online", cars=len(sessions) - len(held), held_offline=len(held),
+                 after_s=round(self.timings.all_online_s, 3))
 
     def spawn(self, coro: Coroutine[Any, Any, None], *, name: str) -> asyncio.Task[None]:
         """Run `coro` as a named task for as long as the stack runs (cancelled when it stops)."""
@@ -439,21 +466,34 @@ def _last(op: str, state: str, reason: str | None) -> str:
     return f"{op} {state}" + (f" ({reason})" if reason else "")
 
 
-def _faults(runner: FleetRunner, session: Any) -> str:
+def _car_faults(runner: FleetRunner, vin: str) -> Any:
+    """The fault layer's state of car `vin` (None without one). The fault layer (tcu_sim.faults) is read
+    defensively: the view shows what it exposes, and a runner without it is fine."""
+    faults = getattr(runner, "faults", None)
+    cars = getattr(faults, "cars", None)
+    return cars.get(vin) if isinstance(cars, Mapping) else None
+
+
+def _held_offline(runner: FleetRunner, session: TcuSession) -> bool:
+    car = _car_faults(runner, session.vin)
+    return bool(getattr(car, "offline", False))
+
+
+def _faults(runner: FleetRunner, session: TcuSession) -> str:
     """What is wrong with a car's connection or commands, in a few words."""
     out: list[str] = []
-    # The fault layer (tcu_sim.faults) is optional here: read what it exposes when the runner has one.
-    faults = getattr(runner, "faults", None)
-    car = getattr(faults, "cars", {}).get(session.vin) if faults is not None else None
+    car = _car_faults(runner, session.vin)
     if car is not None:
-        holds = [reason for reason, until in getattr(car, "holds", {}).items() if until > runner.clock.monotonic()]
-        out += [f"held offline: {', '.join(sorted(holds))}"] if holds else []
+        now = runner.clock.monotonic()
+        holds = getattr(car, "holds", {})
+        held = sorted(reason for reason, until in holds.items() if until > now) if isinstance(holds, Mapping) else []
+        out += [f"held offline: {', '.join(held)}"] if held else []
         zone = getattr(car, "zone", None)
         if zone is not None:
             out.append(f"in {getattr(zone, 'name', 'a zone')}")
-        out += list(getattr(car, "loops", []))
+        out += [str(loop) for loop in getattr(car, "loops", ())]
         skew = getattr(car, "skew_s", 0.0)
-        if skew:
+        if isinstance(skew, int | float) and skew:
             out.append(f"clock {skew:+g} s")
     if not session.online and not out:
         out.append(session.stats.last_disconnect_reason or "offline")
