@@ -422,10 +422,12 @@ def _clear(scope: Scope, what: str) -> CarFault:
 @click.argument("action", type=click.Choice(BROKER_ACTIONS))
 @click.option("--control", "control_path", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="The run's broker control socket (default: <state>/broker.sock).")
+@click.option("--state", "state_dir", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="The run's state directory (here or before `broker`).")
 @click.pass_obj
-def _broker(target: _Target, action: str, control_path: Path | None) -> None:
+def _broker(target: _Target, action: str, control_path: Path | None, state_dir: Path | None) -> None:
     """Stop, kill, start or restart the broker a run started (or show its status)."""
-    path = control_path or target.state / "broker.sock"
+    path = control_path or (state_dir or target.state) / "broker.sock"
     try:
         reply = asyncio.run(broker_control(path, action, timeout=max(target.timeout, 30.0)))
     except BrokerControlError as exc:
