@@ -595,7 +595,9 @@ class FleetFaults:
             )
             await car.apply(fault, source="profile")
         elif profile is ConnectivityProfile.WEAK:
-            await car.apply(WeakSignalFault(signal_pct=conn.signal_pct or 0), source="profile")
+            # A profile describes coverage, not chance: a weak group reports its signal and is slow on its proxy
+            # route, but drops only when a fault says so (`flaky` is the profile that drops).
+            await car.apply(WeakSignalFault(signal_pct=conn.signal_pct or 0, drop_rate=0), source="profile")
 
     async def _zone_loop(self) -> None:
         positions: dict[str, tuple[float, float]] = {}
