@@ -341,20 +341,28 @@ class SimFleet:
         a later cloud on the broker does not receive cars it does not know."""
         import aiomqtt
 
+        fresh: dict[str, Any] = {"clean_start": True} if self.broker.mqtt_version == "5" else {"clean_session": True}
         for car in self.cars:
             topics = car.session.config.topics
             try:
-                async with asyncio.timeout(5), self.broker.client(car.vin, clean_session=True) as client:
+                async with asyncio.timeout(5), self.broker.client(car.vin, **fresh) as client:
                     for topic in (topics.status(car.vin), topics.connection(car.vin)):
                         await client.publish(topic, b"", qos=1, retain=True)
             except (aiomqtt.MqttError, TimeoutError, OSError):
                 continue  # best effort: a leftover is refused (unknown_key) by the next cloud, nothing worse
 
     async def wait_online(self, timeout: float = 15.0) -> None:
-        """Wait until every car that starts with a signal is online; `WaitTimeout` names the ones that are not."""
+        """Wait until every car that should have a signal is online (not those of the `offline` profile, nor
+        those a fault holds offline); `WaitTimeout` names the ones that are not."""
         from tcu_sim.fleet import ConnectivityProfile
 
-        expected = [c for c in self.cars if c.spec.connectivity.profile is not ConnectivityProfile.OFFLINE]
+        layer = self.fault_layer
+        held = {vin for vin, car in layer.cars.items() if car.offline} if layer is not None else set()
+        expected = [
+            c
+            for c in self.cars
+            if c.spec.connectivity.profile is not ConnectivityProfile.OFFLINE and c.vin not in held
+        ]
         try:
             async with asyncio.timeout(timeout):
                 for car in expected:

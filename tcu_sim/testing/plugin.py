@@ -286,7 +286,11 @@ def mqtt_broker(
                 binary=binary,
             )
     except HarnessSetupError as exc:
-        pytest.fail(f"tcu-sim: {exc}", pytrace=False)
+        failure: str | None = str(exc)
+    else:
+        failure = None
+    if failure is not None:
+        pytest.fail(f"tcu-sim: {failure}", pytrace=False)
     try:
         yield broker
     finally:
@@ -335,7 +339,11 @@ async def tcu_sandbox(
     try:
         await sandbox.__aenter__()
     except HarnessSetupError as exc:
-        pytest.fail(f"tcu-sim: {exc}", pytrace=False)
+        problem: str | None = str(exc)
+    else:
+        problem = None
+    if problem is not None:
+        pytest.fail(f"tcu-sim: {problem}", pytrace=False)
     try:
         yield sandbox
     finally:
@@ -372,7 +380,8 @@ def tcu_fleet_config(request: pytest.FixtureRequest, tcu_seed: int) -> FleetConf
     try:
         return resolve_fleet(source, seed=tcu_seed, base=base)
     except HarnessSetupError as exc:
-        pytest.fail(f"tcu-sim: {exc}", pytrace=False)
+        problem = str(exc)
+    pytest.fail(f"tcu-sim: {problem}", pytrace=False)
 
 
 @pytest.fixture
