@@ -30,6 +30,7 @@ from tcu_sim.transport import (
 from tcu_sim.vehicle import Vehicle
 
 if TYPE_CHECKING:  # the fault layer imports the fleet package: import it only when a runner starts
+    from broker.pki import FleetPKI
     from tcu_sim.faults import FleetFaults
 
 __all__ = ["BrokerUrl", "FleetRunner", "car_tls_context", "parse_broker_url"]
@@ -120,6 +121,8 @@ class FleetRunner:
         self.stats = FleetStats()
         self._tasks: list[asyncio.Task[None]] = []
         self.faults = faults
+        self._pki: FleetPKI | None = None
+        self._ca_cert = ""
 
     def __repr__(self) -> str:
         online = sum(1 for s in self.sessions.values() if s.online)
@@ -128,10 +131,13 @@ class FleetRunner:
     def _pki_tls(self, vin: str) -> ClientCertificate:
         from broker.pki import FleetPKI  # the fleet PKI lives with the broker set-up
 
-        pki = FleetPKI(self.state.pki_dir)
-        paths = pki.paths(vin)
-        # Files, not a context per car: the link pool shares contexts between handshakes (~26 KiB a car saved).
-        return ClientCertificate(pki.ca_cert_path, paths.cert, paths.key)
+        if self._pki is None:
+            self._pki = FleetPKI(self.state.pki_dir)
+            self._ca_cert = str(self._pki.ca_cert_path)
+        paths = self._pki.paths(vin)
+        # Files, not a context per car: the link pool shares contexts between handshakes (~26 KiB a car saved);
+        # plain strings and one shared CA path (a Path object per car and file would cost another 1 KiB).
+        return ClientCertificate(self._ca_cert, str(paths.cert), str(paths.key))
 
     async def __aenter__(self) -> FleetRunner:
         await self._pool.__aenter__()

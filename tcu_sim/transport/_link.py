@@ -62,9 +62,9 @@ class ClientCertificate:
     context. Server certificate and host name are verified as with `ssl.create_default_context`.
     """
 
-    ca_cert: Path
-    cert: Path
-    key: Path
+    ca_cert: str | Path
+    cert: str | Path
+    key: str | Path
 
 
 class _CertificateTls:
@@ -347,9 +347,9 @@ class LinkPool:
         if rc not in (None, MQTTErrorCode.MQTT_ERR_SUCCESS):
             raise OSError(f"MQTT connect failed: {rc}")
 
-    def handshake_context(self, ca_cert: Path) -> ssl.SSLContext:
+    def handshake_context(self, ca_cert: str | Path) -> ssl.SSLContext:
         """The calling thread's shared client context trusting `ca_cert` (see `ClientCertificate`)."""
-        contexts: dict[Path, ssl.SSLContext] | None = getattr(self._thread_tls, "contexts", None)
+        contexts: dict[str | Path, ssl.SSLContext] | None = getattr(self._thread_tls, "contexts", None)
         if contexts is None:
             contexts = self._thread_tls.contexts = {}
         context = contexts.get(ca_cert)

@@ -18,10 +18,11 @@ __all__ = ["SeqStore"]
 class SeqStore:
     """Persistent `seq` counters of one car (`path` is a small JSON file; None keeps them in memory only)."""
 
-    __slots__ = ("_next", "_path", "_reserved", "block", "last_command_seq")
+    __slots__ = ("_dir_ready", "_next", "_path", "_reserved", "block", "last_command_seq")
 
     def __init__(self, path: Path | None, *, block: int = 256) -> None:
         self._path = path
+        self._dir_ready = False
         self.block = block
         self._reserved = 0
         self.last_command_seq = 0
@@ -59,7 +60,10 @@ class SeqStore:
     def _save(self) -> None:
         if self._path is None:
             return
-        self._path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = self._path.with_suffix(".tmp")
-        tmp.write_text(json.dumps({"reserved": self._reserved, "last_command_seq": self.last_command_seq}))
+        if not self._dir_ready:  # once: a fleet's first statuses write 10,000 of these files at connect time
+            self._path.parent.mkdir(parents=True, exist_ok=True)
+            self._dir_ready = True
+        tmp = f"{self._path}.tmp"
+        with open(tmp, "w", encoding="utf-8") as file:
+            file.write(json.dumps({"reserved": self._reserved, "last_command_seq": self.last_command_seq}))
         os.replace(tmp, self._path)
