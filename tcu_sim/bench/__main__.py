@@ -1,0 +1,94 @@
+"""`python -m tcu_sim.bench` (what `make bench` runs): the SPEC §6 figures, printed as a table."""
+
+from __future__ import annotations
+
+import asyncio
+import shlex
+import sys
+from pathlib import Path
+
+import click
+
+from tcu_sim.bench._report import render_table
+from tcu_sim.bench._run import BenchOptions, run_bench
+from tcu_sim.logging import configure_logging
+
+__all__ = ["main"]
+
+
+def _sizes(value: str) -> list[int]:
+    try:
+        sizes = [int(part.replace("_", "")) for part in value.split(",") if part.strip()]
+    except ValueError:
+        raise click.BadParameter(f"{value!r}: a comma-separated list of car counts, e.g. 1000,5000") from None
+    if not sizes or any(s < 1 or s > 20000 for s in sizes):
+        raise click.BadParameter(f"{value!r}: each size must be between 1 and 20,000 cars")
+    return sizes
+
+
+@click.command(context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("--sizes", default="1000,5000,10000", show_default=True, help="Fleet sizes to run, comma-separated.")
+@click.option("--quick", is_flag=True, help="A smoke run: 200 cars, short windows (about a minute).")
+@click.option("--json", "json_path", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="Also save every figure to this JSON file.")
+@click.option("--max-handshakes", type=click.IntRange(1, 512), default=32, show_default=True,
+              help="TLS handshakes the fleet runs at once (its connect-rate bound).")
+@click.option("--window", "cpu_window_s", type=click.FloatRange(1, 600), default=30.0, show_default=True,
+              help="Seconds over which steady-state CPU is measured.")
+@click.option("--rate", "command_rate", type=click.FloatRange(1, 1000), default=50.0, show_default=True,
+              help="Commands per second (driver and app round trips).")
+@click.option("--commands", type=click.IntRange(1, 100_000), default=1000, show_default=True,
+              help="Commands per round-trip measurement.")
+@click.option("--app-users", type=click.IntRange(0, 500), default=60, show_default=True,
+              help="App users (one enrolled car each) for the app round trip; 0 skips it.")
+@click.option("--outage", "outage_s", type=click.FloatRange(0, 120), default=5.0, show_default=True,
+              help="Seconds the broker stays down in the reconnect storm.")
+@click.option("--no-storm", is_flag=True, help="Skip the reconnect storm.")
+@click.option("--no-p3", is_flag=True, help="Skip the status-throughput figure.")
+@click.option("--fleet-env", multiple=True, metavar="NAME=VALUE",
+              help="Extra environment for the fleet process (experiments, e.g. MALLOC_ARENA_MAX=2).")
+@click.option("--broker-nodelay/--no-broker-nodelay", default=False, show_default=True,
+              help="Add `set_tcp_nodelay true` to the generated Mosquitto configuration.")
+@click.option("--keep", is_flag=True, help="Keep the temporary directory (state, broker logs) and print it.")
+@click.option("--log-level", default="WARNING", show_default=True, help="The bench's own log level.")
+def main(
+    sizes: str, quick: bool, json_path: Path | None, max_handshakes: int, cpu_window_s: float, command_rate: float,
+    commands: int, app_users: int, outage_s: float, no_storm: bool, no_p3: bool, fleet_env: tuple[str, ...],
+    broker_nodelay: bool, keep: bool, log_level: str,
+) -> None:
+    """Run the fleet at each size against a local Mosquitto (TLS, ACLs) and print connect time, steady-state
+    CPU and RSS of the fleet process, command round trips (driver and app), the reconnect storm and the
+    cloud's status throughput, each beside its SPEC §6 target."""
+    configure_logging(log_level)
+    env: dict[str, str] = {}
+    for item in fleet_env:
+        name, sep, value = item.partition("=")
+        if not sep or not name:
+            raise click.BadParameter(f"{item!r}: expected NAME=VALUE", param_hint="--fleet-env")
+        env[name] = value
+    options = BenchOptions(
+        sizes=_sizes(sizes), max_handshakes=max_handshakes, cpu_window_s=cpu_window_s, command_rate=command_rate,
+        commands=commands, app_users=app_users, app_commands=commands, outage_s=outage_s, app=app_users > 0,
+        storm=not no_storm, p3=not no_p3, keep=keep, fleet_env=env, broker_nodelay=broker_nodelay,
+        progress=lambda line: click.echo(f"bench: {line}", err=True),
+    )
+    if quick:
+        options.sizes = [200]
+        options.settle_s = 2.0
+        options.cpu_window_s = min(cpu_window_s, 5.0)
+        options.commands = options.app_commands = min(commands, 100)
+        options.app_users = min(app_users, 10)
+        options.outage_s = min(outage_s, 2.0)
+        options.p3_cars, options.p3_per_car = 200, 10
+    command = "python -m tcu_sim.bench " + shlex.join(sys.argv[1:])
+    report = asyncio.run(run_bench(options, command))
+    click.echo(render_table(report))
+    if json_path is not None:
+        report.write_json(json_path)
+        click.echo(f"figures saved to {json_path}")
+    if report.errors:
+        sys.exit(1)
+
+
+if __name__ == "__main__":
+    main()

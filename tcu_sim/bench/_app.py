@@ -1,0 +1,219 @@
+"""The full round trip (SPEC P2): app → cloud (session, S-PIN, rights, rate limit, signing) → car → result →
+cloud → app push, with the cloud as its own process (`tcu-sim cloud run`) and the fleet as another.
+
+Set-up goes through the same app API a person uses: each bench app user registers, reads the verification
+mail from the simulated mailbox, logs in, adds one car of the running fleet, and the car is enrolled by a
+two-key verification done at the car (a simulator control published as the operator). Then `lock` / `unlock`
+commands (both need the S-PIN) go out at a fixed rate, cycling over the users so that no user exceeds the
+cloud's per-user command rate limit; a command's time runs from the app's request until the app receives the
+`succeeded` push event.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import random
+import re
+import time
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import aiomqtt
+
+from tcu_sim.app import AppClient, AppProtocolError, CommandInfo
+from tcu_sim.bench._commands import RoundTrips
+from tcu_sim.bench._procs import ChildProcess, tcu_sim_command
+from tcu_sim.fleet import StateDir
+from tcu_sim.protocol import CommandState, PushEventType, Topics, encode_json
+from tcu_sim.testing import MosquittoBroker
+
+__all__ = ["AppRig", "CloudProcess", "app_round_trips", "bench_app_users", "connected_apps", "enrol_users"]
+
+SPIN = "4711"
+PASSWORD = "bench-password-2026"  # noqa: S105  # a throw-away account of the bench's own test cloud
+_VERIFY = re.compile(r"verify\?code=([A-Za-z0-9_-]+)")
+
+
+def bench_app_users(count: int) -> list[str]:
+    """The app logins the bench broker is started with."""
+    return [f"bench-app-{i:03d}" for i in range(count)]
+
+
+class CloudProcess(ChildProcess):
+    """`tcu-sim cloud run` against the bench broker, with its registry in `db` (a fresh SQLite file)."""
+
+    def __init__(self, broker: MosquittoBroker, state: StateDir, db: Path) -> None:
+        super().__init__(
+            "cloud",
+            [
+                *tcu_sim_command(), "cloud", "run",
+                "--broker", f"mqtts://{broker.host}:{broker.port}",
+                "--state", str(state.root),
+                "--db", f"sqlite://{db.absolute()}",
+                "--client-id", "bench-cloud",
+            ],
+        )
+
+    async def wait_ready(self, timeout: float) -> None:
+        """Wait for the cloud's "connected and subscribed" line."""
+        await self.wait_for_line(r"connected and subscribed", timeout)
+
+    async def wait_idle(self, *, below_core: float = 0.15, window_s: float = 1.0, timeout: float = 120.0) -> float:
+        """Wait until the cloud has worked through its start-up backlog (every car's retained status and
+        connection message): its CPU over `window_s` falls below `below_core`. Returns the seconds waited."""
+        process = self.psutil()
+        started = time.monotonic()
+        while time.monotonic() - started < timeout:
+            before = process.cpu_times()
+            await asyncio.sleep(window_s)
+            after = process.cpu_times()
+            if (after.user + after.system - before.user - before.system) / window_s < below_core:
+                break
+        return time.monotonic() - started
+
+
+@dataclass(slots=True)
+class AppRig:
+    """Bench app users, each logged in with one enrolled car."""
+
+    apps: list[AppClient]
+    vins: list[str]
+    setup_s: float = 0.0
+    finals: dict[str, tuple[float, CommandState]] = field(default_factory=dict)
+    waiters: dict[str, asyncio.Future[tuple[float, CommandState]]] = field(default_factory=dict)
+
+
+@contextlib.asynccontextmanager
+async def connected_apps(broker: MosquittoBroker, users: Sequence[str]) -> AsyncIterator[list[AppClient]]:
+    """One connected `AppClient` per bench user, on the broker's app listener."""
+    if broker.app_port is None:
+        raise RuntimeError("the bench broker has no app listener")
+    async with contextlib.AsyncExitStack() as stack:
+        apps = []
+        for i, user in enumerate(users):
+            app = AppClient(
+                broker.host, broker.app_port, user, broker.app_password(user),
+                tls_context=broker.ssl_context(None) if broker.app_tls else None,
+                timeout=30.0, rng=random.Random(i), events_queue_size=4096,
+            )
+            apps.append(await stack.enter_async_context(app))
+        yield apps
+
+
+async def enrol_users(
+    broker: MosquittoBroker, apps: Sequence[AppClient], vins: Sequence[str], *, timeout: float = 60.0
+) -> AppRig:
+    """Give every app user an account (verified through the simulated mailbox) and one enrolled car."""
+    topics = Topics()
+    started = time.monotonic()
+    async with broker.client(
+        "operator", identifier="bench-operator", protocol=aiomqtt.ProtocolVersion.V311, timeout=10
+    ) as operator:
+        gate = asyncio.Semaphore(8)
+
+        async def one(index: int, app: AppClient, vin: str) -> None:
+            email = f"{app.client_id}@bench.tcu-sim.test"
+            async with gate:
+                await app.register(email, PASSWORD, SPIN)
+                await app.login(email, PASSWORD)
+                mails = await app.mailbox()
+                codes = [m.group(1) for mail in mails if (m := _VERIFY.search(mail.body))]
+                if not codes:
+                    raise RuntimeError(f"{email}: no verification mail")
+                await app.verify_email(codes[-1])
+                added = await app.add_vehicle(vin)
+                if added.method != "tkov":
+                    raise RuntimeError(f"{vin}: enrols by {added.method}, the bench needs tkov")
+            # The two-key verification, done by a person at the car (the operator publishes the action).
+            control = encode_json({"action": "tkov", "params": {}})
+            await operator.publish(topics.control(vin), control, qos=1)
+            async with asyncio.timeout(timeout):
+                while True:
+                    event = await app.next_event(timeout)
+                    if event.type == PushEventType.VEHICLE_CHANGED and event.data.get("event") == "enrolled":
+                        return
+
+        async with asyncio.TaskGroup() as tg:
+            for index, (app, vin) in enumerate(zip(apps, vins, strict=True)):
+                tg.create_task(one(index, app, vin), name=f"bench.enrol[{vin}]")
+    return AppRig(list(apps), list(vins), setup_s=time.monotonic() - started)
+
+
+async def app_round_trips(
+    rig: AppRig, *, rate_per_s: float, count: int, result_timeout_s: float = 15.0, warmup: bool = True
+) -> RoundTrips:
+    """Send `count` lock/unlock commands at `rate_per_s`, cycling over the rig's users; time each from the
+    request until the app's final push event."""
+    out = RoundTrips()
+    loop = asyncio.get_running_loop()
+
+    def final_seen(command_id: str, state: CommandState) -> None:
+        at = time.perf_counter()
+        waiter = rig.waiters.pop(command_id, None)
+        if waiter is not None:
+            if not waiter.done():
+                waiter.set_result((at, state))
+        else:
+            rig.finals[command_id] = (at, state)  # the push beat the reply to the request
+
+    async def consume(app: AppClient) -> None:
+        async for event in app.events():
+            if event.type != PushEventType.COMMAND_PROGRESS:
+                continue
+            try:
+                info = CommandInfo.from_result(event.data)
+            except AppProtocolError:
+                continue
+            if info.state.is_final:
+                final_seen(info.command_id, info.state)
+
+    async def one(app: AppClient, vin: str, op: str) -> tuple[float, CommandState] | None:
+        sent = time.perf_counter()
+        try:
+            command_id = await app.command(vin, op, spin=SPIN)
+        except Exception as exc:  # any refusal is an outcome to count, not a crash of the bench
+            out.outcomes[f"refused:{type(exc).__name__}"] += 1
+            return None
+        final = rig.finals.pop(command_id, None)
+        if final is None:
+            waiter: asyncio.Future[tuple[float, CommandState]] = loop.create_future()
+            rig.waiters[command_id] = waiter
+            try:
+                async with asyncio.timeout(result_timeout_s):
+                    final = await waiter
+            except TimeoutError:
+                rig.waiters.pop(command_id, None)
+                out.lost += 1
+                return None
+        at, state = final
+        out.outcomes[state.value] += 1
+        return (at - sent, state)
+
+    consumers = [asyncio.create_task(consume(app), name=f"bench.app[{app.client_id}].events") for app in rig.apps]
+    try:
+        ops = ["lock"] * len(rig.apps)
+        if warmup:  # first request of each user: sessions and caches warm, not measured
+            await asyncio.gather(*(one(app, vin, "lock") for app, vin in zip(rig.apps, rig.vins, strict=True)))
+            out.outcomes.clear()
+        tasks: list[asyncio.Task[tuple[float, CommandState] | None]] = []
+        started = time.perf_counter()
+        for i in range(count):
+            delay = started + i / rate_per_s - time.perf_counter()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            user = i % len(rig.apps)
+            ops[user] = "unlock" if ops[user] == "lock" else "lock"
+            tasks.append(asyncio.create_task(one(rig.apps[user], rig.vins[user], ops[user])))
+            out.sent += 1
+        out.send_s = time.perf_counter() - started
+        for result in await asyncio.gather(*tasks):
+            if result is not None and result[1] is CommandState.SUCCEEDED:
+                out.rtts_s.append(result[0])
+    finally:
+        for task in consumers:
+            task.cancel()
+        await asyncio.gather(*consumers, return_exceptions=True)
+    return out
+

@@ -1,0 +1,193 @@
+"""Child processes the benchmark measures from the outside: `tcu-sim fleet run` and `tcu-sim cloud run`.
+
+Their stderr is read all the time (a full pipe would stall the child) into a bounded tail, JSON log lines are
+counted by event, and a caller can wait for a line matching a pattern. `stop()` sends SIGTERM (the CLI leaves
+its contexts cleanly) and SIGKILL after a grace period, so no child outlives the benchmark.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import re
+import signal
+import sys
+import time
+from collections import Counter, deque
+from collections.abc import Sequence
+from pathlib import Path
+from types import TracebackType
+from typing import Self
+
+import psutil
+
+__all__ = ["BenchProcessError", "ChildProcess", "tcu_sim_command"]
+
+_TAIL = 60
+
+
+class BenchProcessError(RuntimeError):
+    """A child process ended, or did not say what was awaited, in time; the message quotes its stderr."""
+
+
+def tcu_sim_command() -> list[str]:
+    """How to start the `tcu-sim` CLI of this interpreter's environment."""
+    script = Path(sys.executable).with_name("tcu-sim")
+    if script.is_file() and os.access(script, os.X_OK):
+        return [str(script)]
+    return [sys.executable, "-m", "tcu_sim.cli"]
+
+
+class ChildProcess:
+    """One child process (an async context manager): started on enter, stopped on exit."""
+
+    def __init__(self, name: str, argv: Sequence[str], *, env: dict[str, str] | None = None) -> None:
+        self.name = name
+        self.argv = list(argv)
+        self.env = env
+        self.started_at = 0.0
+        self.events: Counter[str] = Counter()
+        self.first_seen: dict[str, float] = {}  # JSON log event -> time.monotonic() it was first read
+        self._process: asyncio.subprocess.Process | None = None
+        self._reader: asyncio.Task[None] | None = None
+        self._tail: deque[str] = deque(maxlen=_TAIL)
+        self._lines: list[tuple[float, str]] = []  # only lines that are not JSON logs (the CLI's own messages)
+        self._changed = asyncio.Condition()
+
+    def __repr__(self) -> str:
+        state = f"pid={self.pid}" if self.running else "stopped"
+        return f"ChildProcess({self.name!r}, {state})"
+
+    @property
+    def pid(self) -> int:
+        """The process id (once started)."""
+        if self._process is None:
+            raise BenchProcessError(f"{self.name}: not started")
+        return self._process.pid
+
+    @property
+    def running(self) -> bool:
+        """True while the process is alive."""
+        return self._process is not None and self._process.returncode is None
+
+    def psutil(self) -> psutil.Process:
+        """A psutil handle on the process (CPU times, memory)."""
+        return psutil.Process(self.pid)
+
+    def tail(self) -> str:
+        """The last lines it wrote to stderr, for error messages."""
+        return "\n".join(self._tail) or "(nothing on stderr)"
+
+    async def __aenter__(self) -> Self:
+        self.started_at = time.monotonic()
+        self._process = await asyncio.create_subprocess_exec(
+            *self.argv,
+            stdin=asyncio.subprocess.DEVNULL,
+            stdout=asyncio.subprocess.DEVNULL,
+            stderr=asyncio.subprocess.PIPE,
+            env=self.env,
+        )
+        self._reader = asyncio.create_task(self._read(self._process), name=f"bench.{self.name}.stderr")
+        return self
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await asyncio.shield(self.stop())
+
+    async def stop(self, grace_s: float = 20.0) -> int | None:
+        """SIGTERM, then SIGKILL after `grace_s`; returns the exit code."""
+        process = self._process
+        if process is None:
+            return None
+        if process.returncode is None:
+            with contextlib.suppress(ProcessLookupError):
+                process.send_signal(signal.SIGTERM)
+            try:
+                async with asyncio.timeout(grace_s):
+                    await process.wait()
+            except TimeoutError:
+                with contextlib.suppress(ProcessLookupError):
+                    process.kill()
+                await process.wait()
+        if self._reader is not None:
+            try:
+                async with asyncio.timeout(5):
+                    await self._reader
+            except TimeoutError:
+                self._reader.cancel()
+            self._reader = None
+        return process.returncode
+
+    def kill_now(self) -> None:
+        """SIGKILL without waiting: the last resort of a teardown."""
+        if self._process is not None and self._process.returncode is None:
+            with contextlib.suppress(ProcessLookupError):
+                self._process.kill()
+
+    async def _read(self, process: asyncio.subprocess.Process) -> None:
+        assert process.stderr is not None  # started with a pipe
+        while True:
+            try:
+                raw = await process.stderr.readline()
+            except ValueError:  # a line longer than the stream limit: skip it
+                continue
+            if not raw:
+                break
+            line = raw.decode("utf-8", "replace").rstrip("\n")
+            self._tail.append(line[:500])
+            event = _json_event(line)
+            async with self._changed:
+                if event is not None:
+                    self.events[event] += 1
+                    self.first_seen.setdefault(event, time.monotonic())
+                else:
+                    self._lines.append((time.monotonic(), line))
+                self._changed.notify_all()
+        async with self._changed:
+            self._changed.notify_all()
+
+    async def wait_for_line(self, pattern: str, timeout: float) -> tuple[float, re.Match[str]]:
+        """The first non-JSON stderr line matching `pattern` (with when it was read, `time.monotonic()`).
+        Raises BenchProcessError when the process ends first or nothing matches within `timeout`."""
+        regex = re.compile(pattern)
+        checked = 0
+        try:
+            async with asyncio.timeout(timeout), self._changed:
+                while True:
+                    for at, line in self._lines[checked:]:
+                        match = regex.search(line)
+                        if match:
+                            return at, match
+                    checked = len(self._lines)
+                    if not self.running and self._reader is not None and self._reader.done():
+                        raise BenchProcessError(
+                            f"{self.name} exited ({self._process.returncode if self._process else '?'}) before"
+                            f" {pattern!r}:\n{self.tail()}"
+                        )
+                    await self._changed.wait()
+        except TimeoutError:
+            raise BenchProcessError(f"{self.name}: no {pattern!r} within {timeout:g} s:\n{self.tail()}") from None
+
+    async def wait_for_event(self, event: str, count: int, timeout: float) -> None:
+        """Wait until the JSON log event `event` was seen `count` times (BenchProcessError after `timeout`)."""
+        try:
+            async with asyncio.timeout(timeout), self._changed:
+                await self._changed.wait_for(lambda: self.events[event] >= count or not self.running)
+        except TimeoutError:
+            raise BenchProcessError(f"{self.name}: {event!r} not logged within {timeout:g} s") from None
+        if self.events[event] < count:
+            raise BenchProcessError(f"{self.name} exited before logging {event!r}:\n{self.tail()}")
+
+
+def _json_event(line: str) -> str | None:
+    if not line.startswith("{"):
+        return None
+    try:
+        data = json.loads(line)
+    except ValueError:
+        return None
+    event = data.get("event") if isinstance(data, dict) else None
+    return event if isinstance(event, str) else "?"
