@@ -49,12 +49,14 @@ def _sizes(value: str) -> list[int]:
               help="Extra environment for the fleet process (experiments, e.g. MALLOC_ARENA_MAX=2).")
 @click.option("--broker-nodelay/--no-broker-nodelay", default=False, show_default=True,
               help="Add `set_tcp_nodelay true` to the generated Mosquitto configuration.")
+@click.option("--py-spy", "profile_dir", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="Record py-spy profiles of the fleet and cloud processes into this directory.")
 @click.option("--keep", is_flag=True, help="Keep the temporary directory (state, broker logs) and print it.")
 @click.option("--log-level", default="WARNING", show_default=True, help="The bench's own log level.")
 def main(
     sizes: str, quick: bool, json_path: Path | None, max_handshakes: int, cpu_window_s: float, command_rate: float,
     commands: int, app_users: int, outage_s: float, no_storm: bool, no_p3: bool, fleet_env: tuple[str, ...],
-    broker_nodelay: bool, keep: bool, log_level: str,
+    broker_nodelay: bool, profile_dir: Path | None, keep: bool, log_level: str,
 ) -> None:
     """Run the fleet at each size against a local Mosquitto (TLS, ACLs) and print connect time, steady-state
     CPU and RSS of the fleet process, command round trips (driver and app), the reconnect storm and the
@@ -70,6 +72,7 @@ def main(
         sizes=_sizes(sizes), max_handshakes=max_handshakes, cpu_window_s=cpu_window_s, command_rate=command_rate,
         commands=commands, app_users=app_users, app_commands=commands, outage_s=outage_s, app=app_users > 0,
         storm=not no_storm, p3=not no_p3, keep=keep, fleet_env=env, broker_nodelay=broker_nodelay,
+        profile_dir=profile_dir,
         progress=lambda line: click.echo(f"bench: {line}", err=True),
     )
     if quick:

@@ -17,10 +17,12 @@ that took the driver's (larger) numbers could not take the cloud's any more.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import platform
 import random
 import shutil
+import sys
 import tempfile
 import time
 from collections.abc import Callable, Sequence
@@ -71,6 +73,8 @@ class BenchOptions:
     p3: bool = True
     keep: bool = False
     broker_nodelay: bool = False
+    #: Record py-spy profiles (raw collapsed stacks) of the fleet and cloud processes into this directory.
+    profile_dir: Path | None = None
     workdir: Path | None = None
     fleet_env: dict[str, str] = field(default_factory=dict)
     progress: Callable[[str], None] = lambda _line: None
@@ -92,6 +96,39 @@ class FleetProcess(ChildProcess):
             ],
             env=env,
         )
+
+
+def _profile(options: BenchOptions, pid: int, name: str, seconds: float) -> asyncio.Task[None] | None:
+    """Start `py-spy record` on `pid` for `seconds` (when profiling was asked for); a task that ends with it."""
+    if options.profile_dir is None:
+        return None
+    options.profile_dir.mkdir(parents=True, exist_ok=True)
+    py_spy = Path(sys.executable).with_name("py-spy")
+    if not py_spy.is_file():
+        log.warning("bench: py-spy not found next to the interpreter; no profile", name=name)
+        return None
+    argv = [str(py_spy), "record", "--pid", str(pid), "--duration", str(max(1, round(seconds))), "--rate", "200",
+            "--format", "raw", "--nonblocking", "--threads", "--output", str(options.profile_dir / f"{name}.txt")]
+
+    async def record() -> None:
+        process = await asyncio.create_subprocess_exec(
+            *argv, stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL
+        )
+        try:
+            async with asyncio.timeout(seconds + 30):
+                await process.wait()
+        finally:
+            if process.returncode is None:
+                process.kill()
+                await process.wait()
+
+    return asyncio.create_task(record(), name=f"bench.py-spy[{name}]")
+
+
+async def _finish(task: asyncio.Task[None] | None) -> None:
+    if task is not None:
+        with contextlib.suppress(Exception):
+            await task
 
 
 async def _cpu_over(processes: dict[str, psutil.Process], window_s: float) -> dict[str, float]:
@@ -176,7 +213,9 @@ async def run_size(
             # 2. steady state
             await asyncio.sleep(options.settle_s)
             fleet_ps = proc.psutil()
+            profile = _profile(options, proc.pid, f"{size}-fleet-steady", options.cpu_window_s)
             cpu = await _cpu_over({"fleet": fleet_ps, "broker": broker_proc}, options.cpu_window_s)
+            await _finish(profile)
             rss = fleet_ps.memory_info().rss
             report.add("P1.cpu", "fleet CPU, steady state", cpu["fleet"], "core", target="≤ 0.5 core @10k",
                        check=at_most(0.5), note=f"{options.cpu_window_s:g} s window; baseline 0.76 @10k")
@@ -192,10 +231,12 @@ async def run_size(
             cpu_task = asyncio.create_task(
                 _cpu_over({"fleet": fleet_ps, "broker": broker_proc}, options.commands / options.command_rate)
             )
+            profile = _profile(options, proc.pid, f"{size}-fleet-commands", options.commands / options.command_rate)
             trips = await drive_commands(
                 broker, fleet.state, driver_vins, rate_per_s=options.command_rate, count=options.commands, rng=rng
             )
             load_cpu = await cpu_task
+            await _finish(profile)
             _rtt_figures(report, "P1.rtt", "command round trip (driver)", trips, size, "P2")
             report.add("P1.cpu_load", f"fleet CPU at {options.command_rate:g} commands/s", load_cpu["fleet"], "core")
             report.details["command_cpu"] = {k: round(v, 4) for k, v in load_cpu.items()}
@@ -234,8 +275,10 @@ async def _app_figures(
                 cpu_task = asyncio.create_task(
                     _cpu_over({"cloud": cloud_ps}, options.app_commands / options.command_rate)
                 )
+                profile = _profile(options, cloud.pid, f"{size}-cloud-app", options.app_commands / options.command_rate)
                 trips = await app_round_trips(rig, rate_per_s=options.command_rate, count=options.app_commands)
                 cloud_cpu = await cpu_task
+                await _finish(profile)
         _rtt_figures(report, "P2", "app round trip", trips, size, "P2")
         report.add("P2.cloud_cpu", f"cloud CPU at {options.command_rate:g} app commands/s", cloud_cpu["cloud"],
                    "core")
