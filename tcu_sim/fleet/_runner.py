@@ -10,7 +10,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
-from urllib.parse import urlsplit
+from urllib.parse import unquote, urlsplit
 
 import structlog
 
@@ -38,31 +38,45 @@ __all__ = ["BrokerUrl", "FleetRunner", "car_tls_context", "parse_broker_url"]
 log = structlog.get_logger("tcu_sim.fleet")
 
 
+_DEFAULT_PORTS = {"mqtt": 1883, "mqtts": 8883}
+
+
 @dataclass(frozen=True, slots=True)
 class BrokerUrl:
-    """A parsed `mqtt://host:port` or `mqtts://host:port` broker address."""
+    """A parsed `mqtt://host:port` or `mqtts://host:port` broker address; `username`/`password` only when the URL
+    carries them (`mqtts://user:pw@host:port`)."""
 
     host: str
     port: int
     tls: bool
+    username: str | None = None
+    password: str | None = field(default=None, repr=False)
 
     def __str__(self) -> str:
         return f"{'mqtts' if self.tls else 'mqtt'}://{self.host}:{self.port}"
 
 
-def parse_broker_url(url: str) -> BrokerUrl:
+def parse_broker_url(url: str, *, default_port: int | None = None) -> BrokerUrl:
     """Parse a broker URL; raises ValueError naming what is wrong."""
     parts = urlsplit(url)
-    if parts.scheme not in ("mqtt", "mqtts", "tcp", "ssl"):
-        raise ValueError(f"broker URL {url!r}: scheme must be mqtt:// or mqtts://")
+    scheme = parts.scheme.lower()
+    if scheme not in _DEFAULT_PORTS:
+        raise ValueError(f"{url!r}: use mqtts://HOST:PORT (TLS) or mqtt://HOST:PORT")
     if not parts.hostname:
-        raise ValueError(f"broker URL {url!r}: no host")
-    tls = parts.scheme in ("mqtts", "ssl")
+        raise ValueError(f"{url!r}: no host")
+    if parts.path not in ("", "/") or parts.query or parts.fragment:
+        raise ValueError(f"{url!r}: a broker URL has no path, query or fragment")
     try:
-        port = parts.port or (8883 if tls else 1883)
-    except ValueError as exc:
-        raise ValueError(f"broker URL {url!r}: bad port") from exc
-    return BrokerUrl(parts.hostname, port, tls)
+        port = parts.port
+    except ValueError:
+        raise ValueError(f"{url!r}: the port must be a number from 1 to 65535") from None
+    return BrokerUrl(
+        host=parts.hostname,
+        port=port or default_port or _DEFAULT_PORTS[scheme],
+        tls=scheme == "mqtts",
+        username=unquote(parts.username) if parts.username else None,
+        password=unquote(parts.password) if parts.password else None,
+    )
 
 
 def car_tls_context(ca_cert: Path, cert: Path, key: Path) -> ssl.SSLContext:
