@@ -5,7 +5,7 @@ calls of these services and their results (or `CloudError`s) into responses. Bui
 
     async with open_registry(url) as registry:
         cloud = CloudServices(registry, clock, ServerSecret(key))
-        await cloud.vehicles.import_vehicles(load_manifest(state / "vehicles.json"))
+        await cloud.vehicles.import_vehicles(load_manifest(state / "vehicles.json"))  # or read_manifest(...)
         login = await cloud.accounts.login(email, password)
         new = await cloud.commands.request(login.token, request_id, vin, "unlock", {}, spin="4711")
 
@@ -24,7 +24,7 @@ from ._access import Access, AccessControl, licence_problem
 from ._accounts import REAUTH_CHOICES, AccountService, LoginResult, Principal
 from ._commands import CommandService, CommandView, NewCommand, Transition, allowed_from, take_token
 from ._config import DAY, CloudConfig
-from ._context import ServiceContext
+from ._context import MailListener, ServiceContext
 from ._errors import (
     AccessDenied,
     AuthenticationError,
@@ -68,7 +68,15 @@ from ._licences import REMINDER_STAGES, LicenceService, LicenceStatus, Reminder
 from ._rights import OP_RIGHTS, ROLE_RIGHTS, SPIN_OPS, Right, rights_of
 from ._security import PasswordHasher, ServerSecret, add_years, spin_policy_problem
 from ._spin import SpinGuard, register_failure
-from ._vehicles import ManifestError, VehicleService, load_manifest, parse_manifest, vehicle_capabilities
+from ._vehicles import (
+    ManifestError,
+    VehicleManifest,
+    VehicleService,
+    load_manifest,
+    parse_manifest,
+    read_manifest,
+    vehicle_capabilities,
+)
 
 __all__ = [
     "DAY",
@@ -105,6 +113,7 @@ __all__ = [
     "LicenseExpired",
     "LicenseMissing",
     "LoginResult",
+    "MailListener",
     "ManifestError",
     "NewCommand",
     "PairingCodeExpired",
@@ -131,6 +140,7 @@ __all__ = [
     "Unauthenticated",
     "UnsupportedByVehicle",
     "UserNotVerified",
+    "VehicleManifest",
     "VehicleNotFound",
     "VehicleOffline",
     "VehicleService",
@@ -139,6 +149,7 @@ __all__ = [
     "licence_problem",
     "load_manifest",
     "parse_manifest",
+    "read_manifest",
     "register_failure",
     "rights_of",
     "spin_policy_problem",

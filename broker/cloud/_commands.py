@@ -123,9 +123,12 @@ class CommandService:
         op: str,
         params: Mapping[str, Any] | None = None,
         spin: str | None = None,
+        *,
+        client_id: str | None = None,
     ) -> NewCommand:
         """Authorise and store a command an app asked for (see the module docstring for the order of checks).
-        The caller signs and publishes `command` when `created`; a duplicate request changes nothing."""
+        The caller signs and publishes `command` when `created`; a duplicate request changes nothing.
+        `client_id`, the app client that asked, is stored with the command (its progress is pushed there)."""
         me = await self._accounts.authenticate(token)
         if not isinstance(request_id, str) or not 1 <= len(request_id) <= 128:
             raise InvalidRequest("A request needs an id.")
@@ -156,7 +159,7 @@ class CommandService:
         record = CommandRecord(
             id=self._ctx.new_id("cmd"), user_id=me.user_id, request_id=request_id, vin=access.vin,
             op=command_op.value, params=clean, state=CommandState.QUEUED, created_at=now,
-            expires_at=now + self._ctx.config.command_ttl_s, updated_at=now,
+            expires_at=now + self._ctx.config.command_ttl_s, updated_at=now, client_id=client_id,
         )
         command, created = await self._reg.create_command(record)
         if created:

@@ -202,6 +202,7 @@ class LicenceService:
             if await self._reg.record_reminder(licence.vin, licence.ends_at, current, now, mail):
                 sent.append(Reminder(licence.vin, current, licence.ends_at, user_id, email))
                 await self._ctx.audit("licence.reminder", user_id=user_id, vin=licence.vin, stage=current)
+                await self._ctx.mailed(mail)
         return sent
 
     async def _primary(self, vin: str) -> tuple[str, str] | None:

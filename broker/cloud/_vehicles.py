@@ -1,11 +1,19 @@
 """Cars as the cloud knows them: factory data from the provisioning manifest (with the free licence year each
-car starts with, R14), and what the car last reported (status, privacy, connection)."""
+car starts with, R14), and what the car last reported (status, privacy, connection).
+
+The manifest is the fleet's `<state>/vehicles.json` as `tcu-sim fleet provision` writes it (`{version, fleet,
+seed, topic_prefix, provisioned_at, vehicles: [{vin, model, equipment, registered_at, group}]}`, `registered_at`
+a calendar day) — or a bare list of such vehicles. A registration day becomes midnight UTC of that day: the free
+licence year (R14) starts then. `read_manifest` gives the records and the fleet's topic prefix, so that the CLI and
+the stack import the same records.
+"""
 
 from __future__ import annotations
 
 import json
 from collections.abc import Iterable, Mapping
-from datetime import datetime
+from dataclasses import dataclass
+from datetime import UTC, date, datetime, time
 from pathlib import Path
 from typing import Any
 
@@ -18,7 +26,15 @@ from ._context import ServiceContext
 from ._rights import Right
 from ._security import add_years
 
-__all__ = ["ManifestError", "VehicleService", "load_manifest", "parse_manifest", "vehicle_capabilities"]
+__all__ = [
+    "ManifestError",
+    "VehicleManifest",
+    "VehicleService",
+    "load_manifest",
+    "parse_manifest",
+    "read_manifest",
+    "vehicle_capabilities",
+]
 
 
 class ManifestError(ValueError):
@@ -30,17 +46,39 @@ def vehicle_capabilities(vehicle: VehicleRecord) -> Capabilities:
     return capabilities(VehicleModel(vehicle.model), Equipment(vehicle.equipment))
 
 
+@dataclass(frozen=True, slots=True)
+class VehicleManifest:
+    """What the cloud takes from a manifest: the cars' records and the fleet's topic prefix."""
+
+    vehicles: list[VehicleRecord]
+    topic_prefix: str = ""
+
+
+def _midnight_utc(day: date) -> float:
+    return datetime.combine(day, time(0, 0), tzinfo=UTC).timestamp()
+
+
 def _timestamp(value: object) -> float:
+    """`registered_at` as seconds since the epoch: a number, an ISO 8601 day (midnight UTC) or time with a zone."""
     if isinstance(value, bool):
-        raise ValueError("registered_at must be a time")
+        raise ValueError("registered_at must be a day or a time")
     if isinstance(value, int | float):
         return float(value)
+    if isinstance(value, datetime):
+        if value.tzinfo is None:
+            raise ValueError("registered_at needs a time zone")
+        return value.timestamp()
+    if isinstance(value, date):
+        return _midnight_utc(value)
     if isinstance(value, str):
-        parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
+        text = value.strip()
+        if len(text) == 10:  # YYYY-MM-DD: the registration day, as the fleet writes it
+            return _midnight_utc(date.fromisoformat(text))
+        parsed = datetime.fromisoformat(text.replace("Z", "+00:00"))
         if parsed.tzinfo is None:
             raise ValueError("registered_at needs a time zone")
         return parsed.timestamp()
-    raise ValueError("registered_at must be seconds since the epoch or an ISO 8601 time")
+    raise ValueError("registered_at must be a day (YYYY-MM-DD), an ISO 8601 time or seconds since the epoch")
 
 
 def parse_manifest(data: Any, *, source: str = "vehicles.json") -> list[VehicleRecord]:
@@ -74,14 +112,22 @@ def parse_manifest(data: Any, *, source: str = "vehicles.json") -> list[VehicleR
     return out
 
 
-def load_manifest(path: str | Path) -> list[VehicleRecord]:
-    """Read `<state>/vehicles.json` (see `parse_manifest`)."""
+def read_manifest(path: str | Path) -> VehicleManifest:
+    """Read `<state>/vehicles.json`: the vehicle records (see `parse_manifest`) and the fleet's topic prefix."""
     p = Path(path)
     try:
         data = json.loads(p.read_text(encoding="utf-8"))
     except (OSError, ValueError) as exc:
         raise ManifestError(f"{p}: {exc}") from None
-    return parse_manifest(data, source=str(p))
+    prefix = data.get("topic_prefix", "") if isinstance(data, Mapping) else ""
+    if not isinstance(prefix, str):
+        raise ManifestError(f"{p}: topic_prefix: expected a string")
+    return VehicleManifest(parse_manifest(data, source=str(p)), prefix)
+
+
+def load_manifest(path: str | Path) -> list[VehicleRecord]:
+    """The vehicle records of `<state>/vehicles.json` (see `read_manifest`)."""
+    return read_manifest(path).vehicles
 
 
 class VehicleService:

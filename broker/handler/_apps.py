@@ -227,7 +227,7 @@ class AppRequests:
         """`{token, user_id, email, verified}`."""
         p = r.params
         login = await self._s.accounts.login(_str(p, "email", max_len=254), _str(p, "password"))
-        self._directory.bind_user(login.user_id, client_id)
+        await self._directory.bind_user(login.user_id, client_id)
         return login.as_result()
 
     async def _op_logout(self, client_id: str, r: AppRequest) -> dict[str, Any]:
@@ -309,11 +309,11 @@ class AppRequests:
         again answers with the same command and sends nothing."""
         p = r.params
         new = await self._s.commands.request(
-            r.token, r.id, _vin(p), _str(p, "op", max_len=64), _dict(p, "params"), _opt_str(p, "spin", max_len=16)
+            r.token, r.id, _vin(p), _str(p, "op", max_len=64), _dict(p, "params"), _opt_str(p, "spin", max_len=16),
+            client_id=client_id,
         )
         command = new.command
-        self._directory.bind_command(command.id, client_id)
-        self._directory.bind_user(command.user_id, client_id)
+        await self._directory.bind_user(command.user_id, client_id)
         structlog.contextvars.bind_contextvars(command_id=command.id)
         result = {"command_id": command.id, "state": command.state.value}
         response = AppResponse.success(r.id, result)

@@ -1,24 +1,41 @@
-"""Messages from cars: verified, de-duplicated, then applied (SPEC §2.2, R18).
+"""Messages from cars: verified, de-duplicated, then applied (SPEC §2.2, R18), in batches.
 
 For `tcu/{vin}/status|events|results` the order is:
 1. the signature, with the key pinned for `kid` = the VIN of the topic (one car's key cannot speak for
    another), then `typ`, `aud` = "cloud", `iss` = the VIN, `exp` / `iat` with the skew allowance;
 2. the body against its model;
-3. `seq` against the registry's high-water mark for (VIN, kind), raised atomically (`advance_seq`): a message
-   seen before — a duplicate, a replay, or one another cloud process took first — is dropped;
+3. `seq` against the registry's anti-replay window for (VIN, kind) (`broker.registry.SeqMark`): a message seen
+   before — a duplicate, a replay, or one another cloud process took first — is dropped; one that merely
+   arrives after a newer one (within 64) is not;
 4. only then is it applied.
 Anything refused is logged with its reason, counted, and changes nothing. `tcu/{vin}/connection` carries the
 plain-text `online` / `offline` (the broker publishes `offline` as the car's last will).
+
+A worker hands over what waits in its queue as one batch (`handle_batch`). Its statuses — nearly all the
+traffic — are applied in ONE registry transaction: every seq claimed and each car's newest status stored
+together, or nothing at all (`Registry.apply_statuses`). Its events and results follow one by one, in the
+order they came (a car's messages always reach the same worker): each one's seq is claimed, then it is
+applied; if applying fails, the claim is released so that the message can be applied when it comes again.
+Statuses and events of one car are independent: each carries its own time, which the registry compares.
+
+Every message is *settled* (its MQTT delivery acknowledged, see `MqttLink`) only when it was applied or refused.
+While the registry is unavailable (locked, connection lost) the work is retried for `store_retry_s`; after that
+`StoreUnavailable` is raised with the messages not applied still unsettled, for the handler to reconnect and
+have them delivered again.
 """
 
 from __future__ import annotations
 
-from typing import Final
+import asyncio
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from typing import Final, TypeVar
 
 import structlog
 
 from broker.cloud import CloudError, CloudServices, EnrolmentOutcome
-from broker.registry import EnrolmentRecord, EnrolmentState
+from broker.registry import EnrolmentRecord, EnrolmentState, RegistryUnavailable, StatusWrite
 from tcu_sim.protocol import (
     CommandResult,
     ConnectionState,
@@ -38,18 +55,32 @@ from tcu_sim.protocol import (
 )
 
 from ._commands import CommandSender
-from ._push import Pusher
+from ._config import HandlerConfig
+from ._mqtt import SETTLED, Delivery
+from ._push import Pusher, describe_error
 from ._stats import HandlerStats
 
-__all__ = ["CarMessages", "seq_stream"]
+__all__ = ["CarMessage", "CarMessages", "StoreUnavailable", "seq_stream"]
 
 log = structlog.get_logger("broker.handler.cars")
+T = TypeVar("T")
 
 _TYPES: Final = {
     TopicKind.STATUS: MessageType.STATUS,
     TopicKind.EVENTS: MessageType.EVENT,
     TopicKind.RESULTS: MessageType.RESULT,
 }
+#: What a seq seen before is, per kind (SPEC §2.2: a status or event seen before is a duplicate; a result is a
+#: reply to a command and, like a command, replayed).
+_SEEN: Final = {
+    TopicKind.STATUS: RefusalReason.DUPLICATE,
+    TopicKind.EVENTS: RefusalReason.DUPLICATE,
+    TopicKind.RESULTS: RefusalReason.REPLAYED,
+}
+#: Verifying is CPU work with no wait in it: let the MQTT reader and other tasks in every so many messages.
+_YIELD_EVERY: Final = 32
+_RETRY_FIRST_S: Final = 0.05
+_RETRY_MAX_S: Final = 1.0
 
 # Events an app is told about as notifications; the other plain events are vehicle changes.
 _NOTIFICATIONS: Final = frozenset(
@@ -81,6 +112,27 @@ def seq_stream(vin: str, kind: TopicKind) -> str:
     return f"car:{vin}:{kind.value}"
 
 
+class StoreUnavailable(Exception):
+    """The registry stayed unavailable for `store_retry_s`: the messages not applied are left unsettled."""
+
+
+@dataclass(slots=True)
+class CarMessage:
+    """A message from a car topic, with its MQTT delivery (settled once it is applied or refused)."""
+
+    topic: ParsedTopic
+    payload: bytes
+    delivery: Delivery = SETTLED
+
+
+@dataclass(slots=True)
+class _Signed:
+    message: CarMessage
+    kind: TopicKind
+    seq: int
+    body: Event | CommandResult | ConnectionState
+
+
 class CarMessages:
     """Verifies and applies what cars publish."""
 
@@ -92,6 +144,7 @@ class CarMessages:
         sender: CommandSender,
         pusher: Pusher,
         stats: HandlerStats,
+        config: HandlerConfig | None = None,
     ) -> None:
         self._services = services
         self._registry = services.registry
@@ -99,6 +152,7 @@ class CarMessages:
         self._sender = sender
         self._pusher = pusher
         self._stats = stats
+        self._config = config or HandlerConfig()
 
     def __repr__(self) -> str:
         return f"CarMessages({self.verifier!r}, refused={sum(self._stats.refused.values())})"
@@ -108,50 +162,164 @@ class CarMessages:
         log.warning("car.refused", vin=vin, kind=kind.value, reason=error.reason.value, detail=error.detail)
 
     async def handle(self, topic: ParsedTopic, payload: bytes) -> bool:
-        """Verify and apply one message from a car topic; True when it was applied."""
-        vin, kind = topic.key, topic.kind
-        self._stats.received[kind.value] += 1
+        """Verify and apply one message from a car topic (a batch of one); True when it was applied."""
+        before = self._stats.applied[topic.kind.value]
+        await self.handle_batch([CarMessage(topic, payload)])
+        return self._stats.applied[topic.kind.value] > before
+
+    async def handle_batch(self, batch: Sequence[CarMessage]) -> None:
+        """Verify every message, apply the statuses in one registry transaction and the other messages in order,
+        settling each message once it is applied or refused. `StoreUnavailable` when the registry stayed
+        unavailable: what was not applied is not settled. Any other failure of one message (a bug) is counted
+        and logged, and that message settled: it would fail again."""
+        statuses: list[tuple[CarMessage, StatusWrite]] = []
+        others: list[_Signed] = []
+        for n, message in enumerate(batch):
+            if n and n % _YIELD_EVERY == 0:
+                await asyncio.sleep(0)
+            vin, kind = message.topic.key, message.topic.kind
+            self._stats.received[kind.value] += 1
+            try:
+                if kind is TopicKind.CONNECTION:
+                    others.append(_Signed(message, kind, 0, _connection_state(message.payload)))
+                    continue
+                verified = self.verifier.verify(message.payload, typ=_TYPES[kind], issuer=vin, kid=vin)
+                if kind is TopicKind.STATUS:
+                    status = parse_body(StatusSnapshot, verified.body)
+                    write = StatusWrite(
+                        seq_stream(vin, kind), verified.seq, vin, status.model_dump_json(), status.privacy_mode.value,
+                        status.updated_at,
+                    )
+                    statuses.append((message, write))
+                elif kind is TopicKind.EVENTS:
+                    others.append(_Signed(message, kind, verified.seq, parse_body(Event, verified.body)))
+                else:
+                    others.append(_Signed(message, kind, verified.seq, parse_body(CommandResult, verified.body)))
+            except ProtocolError as exc:
+                self._refuse(vin, kind, exc)
+                message.delivery.settle()
+        if statuses:
+            await self._apply_statuses(statuses)
+        for signed in others:
+            structlog.contextvars.bind_contextvars(vin=signed.message.topic.key)
+            try:
+                await self._apply_one(signed)
+            finally:
+                structlog.contextvars.unbind_contextvars("vin")
+
+    # -- the registry, with retries --------------------------------------------------------------------------
+    async def _retrying(self, what: str, step: Callable[[], Awaitable[T]]) -> T:
+        """`step()` until it works, while the registry is only unavailable (and for `store_retry_s` at most)."""
+        cfg = self._config
+        deadline = time.monotonic() + cfg.store_retry_s
+        delay = _RETRY_FIRST_S
+        while True:
+            try:
+                async with asyncio.timeout(cfg.message_timeout_s):
+                    return await step()
+            except (RegistryUnavailable, TimeoutError) as exc:
+                if time.monotonic() + delay > deadline:
+                    log.error("car.store_unavailable", what=what, error=str(exc) or type(exc).__name__)
+                    raise StoreUnavailable(what) from exc
+                self._stats.store_retries += 1
+                log.warning("car.store_retry", what=what, error=str(exc) or type(exc).__name__, retry_in_s=delay)
+                # Network time, not the injected clock: a virtual clock standing still must not stop retries.
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, _RETRY_MAX_S)
+
+    async def _apply_statuses(self, statuses: list[tuple[CarMessage, StatusWrite]]) -> None:
+        writes = [write for _, write in statuses]
         try:
-            if kind is TopicKind.CONNECTION:
-                applied = await self._connection(vin, payload)
+            accepted = await self._retrying("statuses", lambda: self._registry.apply_statuses(writes))
+        except StoreUnavailable:
+            raise
+        except Exception as exc:
+            # Not the store being away: one status the registry cannot take (a bug). Apply them one by one, so
+            # that only that one is lost, not the batch.
+            log.error("car.batch_failed", statuses=len(writes), **describe_error(exc))
+            for item in statuses:
+                await self._apply_statuses_one(item)
+            return
+        self._stats.status_batches += 1
+        self._stats.status_batch_messages += len(writes)
+        for (message, write), ok in zip(statuses, accepted, strict=True):
+            if ok:
+                self._stats.applied[TopicKind.STATUS.value] += 1
             else:
-                applied = await self._signed(vin, kind, payload)
-        except ProtocolError as exc:
-            self._refuse(vin, kind, exc)
-            return False
+                self._refuse(write.vin, TopicKind.STATUS, _seen(TopicKind.STATUS, write.seq))
+            message.delivery.settle()
+
+    async def _apply_statuses_one(self, item: tuple[CarMessage, StatusWrite]) -> None:
+        message, write = item
+        try:
+            (ok,) = await self._retrying("status", lambda: self._registry.apply_statuses([write]))
+        except StoreUnavailable:
+            raise
+        except Exception as exc:
+            self._stats.handler_errors += 1
+            log.error("car.failed", vin=write.vin, kind=TopicKind.STATUS.value, **describe_error(exc))
+            message.delivery.settle()
+            return
+        if ok:
+            self._stats.applied[TopicKind.STATUS.value] += 1
+        else:
+            self._refuse(write.vin, TopicKind.STATUS, _seen(TopicKind.STATUS, write.seq))
+        message.delivery.settle()
+
+    async def _apply_one(self, signed: _Signed) -> None:
+        """Claim the seq, apply, settle; a failed application releases the claim (see the module docstring)."""
+        message, kind = signed.message, signed.kind
+        vin = message.topic.key
+        stream = seq_stream(vin, kind)
+        held = False
+
+        async def step() -> bool:
+            nonlocal held
+            if kind is TopicKind.CONNECTION:
+                assert isinstance(signed.body, ConnectionState)  # made so above
+                await self._connection(vin, signed.body)
+                return True
+            if not held:
+                if not await self._registry.claim_seq(stream, signed.seq):
+                    return False
+                held = True
+            if isinstance(signed.body, Event):
+                await self._event(vin, signed.body)
+            else:
+                assert isinstance(signed.body, CommandResult)  # made so above
+                await self._result(vin, signed.body)
+            held = False
+            return True
+
+        try:
+            applied = await self._retrying(kind.value, step)
+        except StoreUnavailable:
+            await self._release(stream, signed.seq, held)
+            raise
+        except Exception as exc:
+            # A bug, or a store failure inside a domain step: count it, and let a redelivery try again.
+            await self._release(stream, signed.seq, held)
+            self._stats.handler_errors += 1
+            log.error("car.failed", kind=kind.value, **describe_error(exc))
+            message.delivery.settle()
+            return
         if applied:
             self._stats.applied[kind.value] += 1
-        return applied
+        else:
+            self._refuse(vin, kind, _seen(kind, signed.seq))
+        message.delivery.settle()
 
-    async def _connection(self, vin: str, payload: bytes) -> bool:
+    async def _release(self, stream: str, seq: int, held: bool) -> None:
+        if not held:
+            return
         try:
-            state = ConnectionState(payload.decode("ascii").strip())
-        except (UnicodeDecodeError, ValueError):
-            raise ProtocolError(RefusalReason.MALFORMED, "connection payload must be 'online' or 'offline'") from None
+            await self._registry.release_seq(stream, seq)
+        except Exception as exc:
+            log.error("car.release_failed", stream=stream, seq=seq, **describe_error(exc))
+
+    async def _connection(self, vin: str, state: ConnectionState) -> None:
         await self._services.vehicles.set_online(vin, state is ConnectionState.ONLINE)
         log.info("car.connection", vin=vin, state=state.value)
-        return True
-
-    async def _signed(self, vin: str, kind: TopicKind, payload: bytes) -> bool:
-        verified = self.verifier.verify(payload, typ=_TYPES[kind], issuer=vin, kid=vin)
-        if kind is TopicKind.STATUS:
-            status = parse_body(StatusSnapshot, verified.body)
-            await self._advance(vin, kind, verified.seq, RefusalReason.DUPLICATE)
-            await self._services.vehicles.record_status(vin, status)
-            return True
-        if kind is TopicKind.EVENTS:
-            event = parse_body(Event, verified.body)
-            await self._advance(vin, kind, verified.seq, RefusalReason.DUPLICATE)
-            await self._event(vin, event)
-            return True
-        result = parse_body(CommandResult, verified.body)
-        await self._advance(vin, kind, verified.seq, RefusalReason.REPLAYED)
-        await self._result(vin, result)
-        return True
-
-    async def _advance(self, vin: str, kind: TopicKind, seq: int, reason: RefusalReason) -> None:
-        if not await self._registry.advance_seq(seq_stream(vin, kind), seq):
-            raise ProtocolError(reason, f"seq {seq} was seen before on {kind.value}")
 
     # -- results ---------------------------------------------------------------------------------------------
     async def _result(self, vin: str, result: CommandResult) -> None:
@@ -232,3 +400,14 @@ class CarMessages:
             [e.user_id for e in removed], PushEventType.VEHICLE_CHANGED,
             {"vin": vin, "event": "removed", "reason": why},
         )
+
+
+def _connection_state(payload: bytes) -> ConnectionState:
+    try:
+        return ConnectionState(payload.decode("ascii").strip())
+    except (UnicodeDecodeError, ValueError):
+        raise ProtocolError(RefusalReason.MALFORMED, "connection payload must be 'online' or 'offline'") from None
+
+
+def _seen(kind: TopicKind, seq: int) -> ProtocolError:
+    return ProtocolError(_SEEN[kind], f"seq {seq} was seen before on {kind.value}")

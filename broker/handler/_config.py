@@ -42,6 +42,24 @@ class HandlerConfig(BaseModel):
     app_workers: int = Field(default=4, ge=1, le=256)
     #: Each worker's queue; a full queue holds back the reader (back-pressure to the client's own queue).
     worker_queue_size: int = Field(default=1000, ge=1)
+    #: A car worker applies what waits in its queue as one batch of at most this many messages, in ONE registry
+    #: transaction for the statuses (seq claims and last statuses together).
+    car_batch_max: int = Field(default=256, ge=1, le=10_000)
+    #: How long a worker may wait for more messages before it applies a batch that is not full (0: apply what is
+    #: there; under load the queue fills while the previous batch is applied, so batches grow by themselves).
+    car_batch_wait_s: float = Field(default=0.0, ge=0, le=1.0)
+    #: PUBACK a message only once the cloud is done with it — a car message applied (committed) or refused, an
+    #: app request answered — in the order the messages came (MQTT 5.0 §4.6). With a kept session the broker
+    #: delivers again whatever was not acknowledged when the cloud fell over or lost its connection; the seq
+    #: windows drop what had been applied already. False: acknowledged on receipt (what the cloud holds in
+    #: memory is lost with it).
+    ack_after_apply: bool = True
+    #: MQTT 5 Receive Maximum: how many unacknowledged messages the broker may send this process at once (with
+    #: MQTT 3.1.1 the broker's `max_inflight_messages` decides). Bounds what the cloud holds unacknowledged.
+    receive_maximum: int = Field(default=2000, ge=1, le=65_535)
+    #: How long a batch is retried while the registry is unavailable (locked, connection lost, deadlock); after
+    #: that the cloud reconnects without acknowledging it, so the broker delivers it again.
+    store_retry_s: float = Field(default=30.0, gt=0)
     #: The MQTT client's incoming queue; what does not fit is dropped, logged and counted.
     incoming_queue_limit: int = Field(default=50_000, ge=1)
     max_message_bytes: int = Field(default=65_536, ge=1024)
@@ -65,4 +83,7 @@ class HandlerConfig(BaseModel):
     def _shared_needs_v5(self) -> HandlerConfig:
         if self.shared_subscriptions and self.protocol != "5":
             raise ValueError("shared subscriptions need MQTT 5 (protocol='5')")
+        if self.ack_after_apply and self.receive_maximum > self.incoming_queue_limit:
+            # Unacknowledged messages must fit the client's queue: one it had to drop would never be acknowledged.
+            raise ValueError("receive_maximum must not exceed incoming_queue_limit")
         return self

@@ -3,8 +3,9 @@
 One async context manager owns every long-lived task, each named, in one `asyncio.TaskGroup`:
 
 - `cloud.mqtt` — the connection: subscribe, receive, reconnect with backoff;
-- `cloud.cars[i]` — workers applying verified car messages; a car always goes to the same worker, so its
-  messages are applied in order; `cloud.apps[i]` the same for app requests, by client id;
+- `cloud.cars[i]` — workers applying verified car messages, in batches of what waits in their queue (see
+  `CarMessages`); a car always goes to the same worker, so its messages are applied in order;
+  `cloud.apps[i]` the same for app requests, by client id, one at a time;
 - `cloud.expiry` — moves overdue commands to `timed_out` and tells the apps (every `expiry_interval_s`);
 - `cloud.reminders` — licence reminders (R14) by mail and in the car's infotainment (every
   `reminder_interval_s`).
@@ -43,11 +44,11 @@ from tcu_sim.protocol import (
 )
 
 from ._apps import AppRequests
-from ._cars import CarMessages
+from ._cars import CarMessage, CarMessages, StoreUnavailable
 from ._commands import CommandSender
 from ._config import HandlerConfig
 from ._directory import ClientDirectory
-from ._mqtt import MqttLink, PublishFailed, Subscription
+from ._mqtt import Delivery, MqttLink, PublishFailed, Subscription
 from ._push import Pusher, describe_error
 from ._stats import HandlerStats
 
@@ -56,7 +57,7 @@ __all__ = ["CloudHandler", "quiet_sql_debug_logs"]
 log = structlog.get_logger("broker.handler")
 
 _CAR_KINDS = (TopicKind.STATUS, TopicKind.EVENTS, TopicKind.RESULTS)
-_Item = tuple[ParsedTopic, bytes]
+_Item = tuple[ParsedTopic, bytes, Delivery]
 _Job = Callable[[], Awaitable[int]]
 _STAGE_TEXT = {"30d": "30 days", "15d": "15 days", "48h": "48 hours"}
 
@@ -106,7 +107,7 @@ class CloudHandler:
         self.topics = Topics(config.topic_prefix)
         self.stats = HandlerStats()
         self.fleet_keys = fleet_keys
-        self.directory = ClientDirectory()
+        self.directory = ClientDirectory(services.registry, clock)
         self.link = MqttLink(
             config,
             host=host,
@@ -134,7 +135,8 @@ class CloudHandler:
             fleet_keys, audience=CLOUD, clock=clock, skew_s=config.clock_skew_s, max_bytes=config.max_message_bytes
         )
         self.cars = CarMessages(
-            services=services, verifier=verifier, sender=self.sender, pusher=self.pusher, stats=self.stats
+            services=services, verifier=verifier, sender=self.sender, pusher=self.pusher, stats=self.stats,
+            config=config,
         )
         self.apps = AppRequests(
             services=services,
@@ -143,7 +145,7 @@ class CloudHandler:
             stats=self.stats,
             max_bytes=config.max_message_bytes,
         )
-        self._car_queues: list[asyncio.Queue[_Item]] = []
+        self._car_queues: list[asyncio.Queue[CarMessage]] = []
         self._app_queues: list[asyncio.Queue[_Item]] = []
         self._group: asyncio.TaskGroup | None = None
         self._tasks: list[asyncio.Task[None]] = []
@@ -185,6 +187,7 @@ class CloudHandler:
         tasks.append(group.create_task(self._expiry_loop(), name="cloud.expiry"))
         tasks.append(group.create_task(self._reminder_loop(), name="cloud.reminders"))
         self._tasks = tasks
+        self.services.ctx.mail_listeners.append(self.pusher.mail)
         log.info("cloud.started", client_id=cfg.client_id, broker=f"{self.link.host}:{self.link.port}",
                  shared=cfg.shared_subscriptions, car_keys=len(self.fleet_keys))
         return self
@@ -192,6 +195,8 @@ class CloudHandler:
     async def __aexit__(
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
+        with contextlib.suppress(ValueError):
+            self.services.ctx.mail_listeners.remove(self.pusher.mail)
         group, self._group = self._group, None
         for task in self._tasks:
             task.cancel()
@@ -206,45 +211,68 @@ class CloudHandler:
         await self.link.wait_connected(timeout)
 
     # -- routing ---------------------------------------------------------------------------------------------
-    async def _route(self, message: aiomqtt.Message) -> None:
+    async def _route(self, message: aiomqtt.Message, delivery: Delivery) -> None:
         topic = str(message.topic)
         try:
             parsed = self.topics.parse(topic)
         except ProtocolError as exc:
             self.stats.refused[exc.reason.value] += 1
             log.warning("message.bad_topic", topic=topic[:200], reason=exc.reason.value)
+            delivery.settle()
             return
         payload = message.payload if isinstance(message.payload, bytes) else str(message.payload).encode()
         shard = zlib.crc32(parsed.key.encode())
         if parsed.root is TopicRoot.TCU and (parsed.kind in _CAR_KINDS or parsed.kind is TopicKind.CONNECTION):
-            await self._car_queues[shard % len(self._car_queues)].put((parsed, payload))
+            await self._car_queues[shard % len(self._car_queues)].put(CarMessage(parsed, payload, delivery))
         elif parsed.kind is TopicKind.APP_REQUESTS:
-            await self._app_queues[shard % len(self._app_queues)].put((parsed, payload))
-        # Anything else matched no subscription of ours (a broker quirk): ignore it.
+            await self._app_queues[shard % len(self._app_queues)].put((parsed, payload, delivery))
+        else:
+            delivery.settle()  # matched no subscription of ours (a broker quirk): nothing to do
 
-    async def _car_worker(self, queue: asyncio.Queue[_Item]) -> None:
+    async def _car_worker(self, queue: asyncio.Queue[CarMessage]) -> None:
+        cfg = self.config
         while True:
-            parsed, payload = await queue.get()
-            structlog.contextvars.clear_contextvars()
-            structlog.contextvars.bind_contextvars(vin=parsed.key)
+            batch = [await queue.get()]
             try:
-                async with asyncio.timeout(self.config.message_timeout_s):
-                    await self.cars.handle(parsed, payload)
-            except TimeoutError:
+                await self._fill(queue, batch)
+                structlog.contextvars.clear_contextvars()
+                await self.cars.handle_batch(batch)
+            except StoreUnavailable as exc:
+                # Not acknowledged: reconnect, so that the broker delivers what was not applied again.
                 self.stats.handler_errors += 1
-                log.error("car.timed_out", kind=parsed.kind.value, timeout_s=self.config.message_timeout_s)
+                self.link.reconnect(f"registry unavailable for {cfg.store_retry_s:g} s ({exc})")
             except Exception as exc:
-                # A store failure or a bug: count it and carry on with the next message.
+                # A bug outside one message's application: count it and carry on with the next batch.
                 self.stats.handler_errors += 1
-                log.error("car.failed", kind=parsed.kind.value, **describe_error(exc))
+                log.error("car.batch_failed", messages=len(batch), **describe_error(exc))
+                for message in batch:
+                    message.delivery.settle()
             finally:
                 structlog.contextvars.clear_contextvars()
-                queue.task_done()
+                for _ in batch:
+                    queue.task_done()
                 await self._notify_progress()
+
+    async def _fill(self, queue: asyncio.Queue[CarMessage], batch: list[CarMessage]) -> None:
+        """Add what waits in the queue to `batch`, up to `car_batch_max`; wait up to `car_batch_wait_s` for more."""
+        limit, wait = self.config.car_batch_max, self.config.car_batch_wait_s
+        deadline = asyncio.get_running_loop().time() + wait
+        while len(batch) < limit:
+            if not queue.empty():
+                batch.append(queue.get_nowait())
+                continue
+            remaining = deadline - asyncio.get_running_loop().time()
+            if remaining <= 0:
+                return
+            try:
+                async with asyncio.timeout(remaining):
+                    batch.append(await queue.get())
+            except TimeoutError:
+                return
 
     async def _app_worker(self, queue: asyncio.Queue[_Item]) -> None:
         while True:
-            parsed, payload = await queue.get()
+            parsed, payload, delivery = await queue.get()
             client_id = parsed.key
             structlog.contextvars.clear_contextvars()
             structlog.contextvars.bind_contextvars(client_id=client_id)
@@ -260,6 +288,7 @@ class CloudHandler:
                 log.error("app.failed", **describe_error(exc))
             finally:
                 structlog.contextvars.clear_contextvars()
+                delivery.settle()
                 queue.task_done()
                 await self._notify_progress()
 
@@ -288,8 +317,10 @@ class CloudHandler:
     async def drain(self, timeout: float) -> None:
         """Wait until every message received so far was handled (for tests and orderly shutdown)."""
         async with asyncio.timeout(timeout):
-            for q in (*self._car_queues, *self._app_queues):
-                await q.join()
+            for car_queue in self._car_queues:
+                await car_queue.join()
+            for app_queue in self._app_queues:
+                await app_queue.join()
 
     # -- periodic tasks --------------------------------------------------------------------------------------
     async def expire_now(self) -> int:

@@ -5,6 +5,15 @@ connection is lost it reconnects with capped exponential backoff and full jitter
 must not reconnect in waves either). `publish()` waits — with a timeout — for a connection, and returns when
 the broker acknowledged a QoS 1 message (PUBACK).
 
+What the cloud acknowledges, and when (`HandlerConfig.ack_after_apply`, on by default): every message reaches
+the sink with a `Delivery`; its PUBACK goes out once the handler *settles* it (a car message applied — its
+registry transaction committed — or refused; an app request answered), and PUBACKs leave in the order the
+messages came, as MQTT requires (5.0 §4.6), so a message settled early waits for the ones before it. Until
+then the broker holds the message for the cloud's session: if the process dies or the connection drops, the
+broker delivers it again after the reconnect (with a kept session, `session_expiry_s` > 0), and the registry's
+seq windows drop what had been applied already. MQTT 5's Receive Maximum (`receive_maximum`) bounds how many
+unacknowledged messages the broker sends at once, which also bounds the client's queue.
+
 Backoff waits are network time, not simulated time: they use `asyncio.sleep`, never the injected clock, so a
 virtual clock standing still in a test does not stop the cloud from reconnecting.
 """
@@ -12,11 +21,12 @@ virtual clock standing still in a test does not stop the cloud from reconnecting
 from __future__ import annotations
 
 import asyncio
+import collections
 import random
 import ssl
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar
 
 import aiomqtt
 import paho.mqtt.client as paho
@@ -27,11 +37,78 @@ from paho.mqtt.properties import Properties
 from ._config import HandlerConfig
 from ._stats import HandlerStats
 
-__all__ = ["MqttLink", "PublishFailed", "Subscription"]
+__all__ = ["AckLedger", "Delivery", "MqttLink", "PublishFailed", "Subscription"]
 
 log = structlog.get_logger("broker.handler.mqtt")
 
-Sink = Callable[[aiomqtt.Message], Awaitable[None]]
+
+class Delivery:
+    """One received message's place in its connection's acknowledgement order: `settle()` when done with it."""
+
+    __slots__ = ("_ledger", "mid", "qos", "settled")
+
+    def __init__(self, ledger: AckLedger | None, mid: int, qos: int) -> None:
+        self._ledger = ledger
+        self.mid = mid
+        self.qos = qos
+        self.settled = ledger is None
+
+    def settle(self) -> None:
+        """The cloud is done with the message: acknowledge it once every earlier one is settled too."""
+        if not self.settled:
+            self.settled = True
+            if self._ledger is not None:
+                self._ledger.flush()
+
+    def __repr__(self) -> str:
+        return f"Delivery(mid={self.mid}, qos={self.qos}, settled={self.settled})"
+
+
+#: What a message that needs no acknowledgement carries (QoS 0, acknowledged on receipt, or not from MQTT).
+SETTLED = Delivery(None, 0, 0)
+
+
+class AckLedger:
+    """The PUBACKs of one connection: sent in the order the messages came, each once its message is settled."""
+
+    def __init__(self, client: paho.Client | None, stats: HandlerStats) -> None:
+        self._client = client
+        self._stats = stats
+        self._pending: collections.deque[Delivery] = collections.deque()
+
+    def __repr__(self) -> str:
+        state = "open" if self._client is not None else "closed"
+        return f"AckLedger({state}, unacknowledged={len(self._pending)})"
+
+    @property
+    def unacknowledged(self) -> int:
+        """Messages received and not yet acknowledged."""
+        return len(self._pending)
+
+    def track(self, message: aiomqtt.Message) -> Delivery:
+        """The delivery of a message just received (already settled when it needs no PUBACK from us)."""
+        if self._client is None or message.qos == 0:
+            return SETTLED
+        delivery = Delivery(self, message.mid, message.qos)
+        self._pending.append(delivery)
+        return delivery
+
+    def flush(self) -> None:
+        """Acknowledge the settled messages at the head of the order."""
+        pending = self._pending
+        while pending and pending[0].settled:
+            delivery = pending.popleft()
+            if self._client is not None:
+                self._client.ack(delivery.mid, delivery.qos)
+                self._stats.acked += 1
+
+    def close(self) -> None:
+        """The connection is gone: acknowledge nothing more (the broker delivers it all again on the next one)."""
+        self._client = None
+        self._pending.clear()
+
+
+Sink = Callable[[aiomqtt.Message, Delivery], Awaitable[None]]
 
 
 class PublishFailed(Exception):
@@ -47,9 +124,15 @@ class Subscription:
 
 
 class _CountingQueue(asyncio.Queue[aiomqtt.Message]):
-    """The MQTT client's incoming queue: bounded, and every message it must drop is counted."""
+    """The MQTT client's incoming queue: bounded, and every message it must drop is counted. The link reads it
+    directly while it holds messages (aiomqtt's iterator makes a task per message)."""
 
-    stats: HandlerStats | None = None
+    stats: ClassVar[HandlerStats | None] = None
+    created: ClassVar[list[_CountingQueue]]
+
+    def __init__(self, maxsize: int = 0) -> None:
+        super().__init__(maxsize)
+        self.created.append(self)
 
     def put_nowait(self, item: aiomqtt.Message) -> None:
         try:
@@ -94,6 +177,8 @@ class MqttLink:
         self._password = password
         self._rng = rng or random.Random()
         self._client: aiomqtt.Client | None = None
+        self._ledger: AckLedger | None = None
+        self._queue: _CountingQueue | None = None
         self._connected = asyncio.Event()
         self._changed = asyncio.Condition()
         self._attempt = 0
@@ -124,15 +209,24 @@ class MqttLink:
             self._changed.notify_all()
 
     # -- the connection loop ---------------------------------------------------------------------------------
+    @property
+    def unacknowledged(self) -> int:
+        """Messages of the current connection received and not yet acknowledged."""
+        return 0 if self._ledger is None else self._ledger.unacknowledged
+
     def _new_client(self) -> aiomqtt.Client:
         cfg = self.config
         v5 = cfg.protocol == "5"
         properties: Properties | None = None
-        if v5 and cfg.session_expiry_s > 0:
+        if v5:
             properties = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]  # paho is untyped here
-            properties.SessionExpiryInterval = cfg.session_expiry_s
-        queue_type = type("_Queue", (_CountingQueue,), {"stats": self._stats})
-        return aiomqtt.Client(
+            if cfg.session_expiry_s > 0:
+                properties.SessionExpiryInterval = cfg.session_expiry_s
+            if cfg.ack_after_apply:
+                properties.ReceiveMaximum = cfg.receive_maximum
+        created: list[_CountingQueue] = []
+        queue_type = type("_Queue", (_CountingQueue,), {"stats": self._stats, "created": created})
+        client = aiomqtt.Client(
             self.host,
             self.port,
             identifier=cfg.client_id,
@@ -149,6 +243,11 @@ class MqttLink:
             queue_type=queue_type,
             max_queued_incoming_messages=cfg.incoming_queue_limit,
         )
+        self._queue = created[0] if created else None
+        if cfg.ack_after_apply:
+            # aiomqtt has no switch for it; paho's own: PUBACKs go out only when `AckLedger` says so.
+            client._client.manual_ack_set(True)
+        return client
 
     async def run(self) -> None:
         """Stay connected until cancelled."""
@@ -165,6 +264,7 @@ class MqttLink:
             except aiomqtt.MqttError as exc:
                 self._connected.clear()
                 self._client = None
+                self._close_ledger()
                 self._stats.disconnects += 1
                 await self._notify()
                 # The client is already disconnected; leaving its context only tidies up.
@@ -173,8 +273,14 @@ class MqttLink:
             except BaseException:
                 self._connected.clear()
                 self._client = None
+                self._close_ledger()
                 await asyncio.shield(self._close(client, disconnect=True))
                 raise
+
+    def _close_ledger(self) -> None:
+        if self._ledger is not None:
+            self._ledger.close()
+            self._ledger = None
 
     async def _serve(self, client: aiomqtt.Client) -> None:
         async with asyncio.timeout(self.config.connect_timeout_s):
@@ -190,8 +296,29 @@ class MqttLink:
         await self._notify()
         log.info("cloud.connected", broker=f"{self.host}:{self.port}", client_id=self.config.client_id,
                  subscriptions=[s.topic_filter for s in self._subscriptions])
-        async for message in client.messages:
-            await self._sink(message)
+        manual = self.config.ack_after_apply
+        # `_client`: the paho client aiomqtt wraps (it has no manual-ack API of its own).
+        ledger = self._ledger = AckLedger(client._client if manual else None, self._stats)
+        queue, messages = self._queue, client.messages
+        while True:
+            # Straight from the queue while it holds messages; aiomqtt's iterator (which also notices a lost
+            # connection) only when it is empty.
+            if queue is not None and not queue.empty():
+                message = queue.get_nowait()
+            else:
+                message = await anext(messages)
+            await self._sink(message, ledger.track(message))
+
+    def reconnect(self, reason: str) -> None:
+        """Drop the connection without acknowledging what is still unsettled, and connect again: with a kept
+        session the broker delivers those messages again (e.g. after the registry was unavailable too long)."""
+        client = self._client
+        if client is None:
+            return
+        log.warning("cloud.reconnecting", reason=reason, unacknowledged=self.unacknowledged)
+        self._close_ledger()
+        # paho's disconnect, not aiomqtt's (which waits for the run loop): the run loop notices it and reconnects.
+        client._client.disconnect()
 
     async def _close(self, client: aiomqtt.Client, *, disconnect: bool = False) -> None:
         try:

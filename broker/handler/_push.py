@@ -1,5 +1,5 @@
 """Push events to apps on `app/{client_id}/events` (SPEC §2.5): command progress, vehicle changes,
-notifications."""
+notifications, and mail (the subject of each mail the simulated mailbox receives, never its body)."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from typing import Any
 
 import structlog
 
-from broker.registry import CommandRecord
+from broker.registry import CommandRecord, MailRecord
 from tcu_sim.clock import Clock
 from tcu_sim.protocol import ProtocolError, PushEvent, PushEventType, Topics, encode_json
 
@@ -83,12 +83,20 @@ class Pusher:
 
     async def command_progress(self, command: CommandRecord) -> None:
         """Tell the app that asked for the command where it is now."""
-        clients = self.directory.clients_for_command(command.id, command.user_id)
+        clients = await self.directory.clients_for_command(command)
         await self.push(clients, PushEventType.COMMAND_PROGRESS, command_progress_data(command))
-        if command.state.is_final:
-            self.directory.forget_command(command.id)
 
     async def to_users(self, user_ids: Iterable[str], kind: PushEventType, data: Mapping[str, Any]) -> None:
         """Send one event to every client the users were seen on lately."""
-        clients = [c for u in dict.fromkeys(user_ids) for c in self.directory.clients_for_user(u)]
+        clients = [c for u in dict.fromkeys(user_ids) for c in await self.directory.clients_for_user(u)]
         await self.push(clients, kind, data)
+
+    async def mail(self, mail: MailRecord) -> None:
+        """A mail reached the user's simulated mailbox: tell their apps its subject (a `MailListener`). The body
+        stays in the mailbox: it may hold a verification link."""
+        if mail.user_id is None:
+            return  # an address without a CUPRA ID: no app to tell
+        data: dict[str, Any] = {"subject": mail.subject, "at": mail.at}
+        if mail.id is not None:
+            data["mail_id"] = mail.id
+        await self.to_users([mail.user_id], PushEventType.MAIL, data)

@@ -31,6 +31,13 @@ class HandlerStats:
     #: Messages the MQTT client's bounded incoming queue had to drop.
     dropped_incoming: int = 0
     handler_errors: int = 0
+    #: PUBACKs sent once a message was settled (with `ack_after_apply`).
+    acked: int = 0
+    #: Batches of car statuses applied in one registry transaction, and the statuses in them.
+    status_batches: int = 0
+    status_batch_messages: int = 0
+    #: Registry calls retried because the store was unavailable for a moment.
+    store_retries: int = 0
 
     def as_dict(self) -> dict[str, Any]:
         """A JSON-friendly copy."""
@@ -49,4 +56,8 @@ class HandlerStats:
             "push_failures": self.push_failures,
             "dropped_incoming": self.dropped_incoming,
             "handler_errors": self.handler_errors,
+            "acked": self.acked,
+            "status_batches": self.status_batches,
+            "status_batch_messages": self.status_batch_messages,
+            "store_retries": self.store_retries,
         }

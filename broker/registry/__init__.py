@@ -32,14 +32,17 @@ from ._records import (
     Role,
     SessionRecord,
     SpinState,
+    StatusWrite,
     UserRecord,
     VehicleRecord,
     VehicleState,
     email_key,
 )
+from ._seqwindow import SEQ_WINDOW, SeqMark
 from ._sql import SqlRegistry
 
 __all__ = [
+    "SEQ_WINDOW",
     "AuditRecord",
     "CarContext",
     "CommandRecord",
@@ -57,9 +60,11 @@ __all__ = [
     "RegistryError",
     "RegistryUnavailable",
     "Role",
+    "SeqMark",
     "SessionRecord",
     "SpinState",
     "SqlRegistry",
+    "StatusWrite",
     "UserRecord",
     "VehicleRecord",
     "VehicleState",

@@ -11,15 +11,20 @@ through an asyncio lock.
 
 PostgreSQL: a connection pool; each step is one transaction, and read-modify-write steps lock their row
 (`SELECT ... FOR UPDATE`).
+
+Failures a retry may cure — the database busy or locked past the timeout, a lost connection, a deadlock or a
+serialisation failure between concurrent processes — become `RegistryUnavailable`, so that a caller can tell
+them from bugs (which propagate unchanged) and try again.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import sqlite3
 from abc import ABC, abstractmethod
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from typing import Any, Protocol
 
@@ -31,6 +36,28 @@ from ._interface import RegistryConflict, RegistryUnavailable
 __all__ = ["Backend", "PostgresBackend", "SqliteBackend", "Tx"]
 
 Row = dict[str, Any]
+
+# SQLite's words for "another connection holds the lock" (after the busy timeout): worth another try.
+_SQLITE_BUSY = ("database is locked", "database table is locked", "database is busy")
+# asyncpg's errors a retry may cure: the connection went away, or concurrent transactions collided.
+_PG_TRANSIENT: tuple[type[BaseException], ...] = (
+    asyncpg.PostgresConnectionError,
+    asyncpg.InterfaceError,
+    asyncpg.DeadlockDetectedError,
+    asyncpg.SerializationError,
+    asyncpg.CannotConnectNowError,
+    asyncpg.AdminShutdownError,
+    OSError,
+    TimeoutError,
+)
+
+
+def _sqlite_error(exc: sqlite3.Error) -> Exception:
+    if isinstance(exc, sqlite3.IntegrityError):
+        return RegistryConflict(str(exc))
+    if isinstance(exc, sqlite3.OperationalError) and any(word in str(exc) for word in _SQLITE_BUSY):
+        return RegistryUnavailable(f"SQLite: {exc}")
+    return exc
 
 
 class Tx(Protocol):
@@ -46,6 +73,10 @@ class Tx(Protocol):
 
     async def fetchall(self, sql: str, *args: Any) -> list[Row]:
         """Run a query; all its rows."""
+        ...
+
+    async def executemany(self, sql: str, rows: Sequence[Sequence[Any]]) -> None:
+        """Run one statement once per parameter row (in one round trip where the driver can)."""
         ...
 
 
@@ -77,8 +108,8 @@ class _SqliteTx:
     async def execute(self, sql: str, *args: Any) -> None:
         try:
             await self._conn.execute(sql, args)
-        except sqlite3.IntegrityError as exc:
-            raise RegistryConflict(str(exc)) from exc
+        except sqlite3.Error as exc:
+            raise _sqlite_error(exc) from exc
 
     async def fetchone(self, sql: str, *args: Any) -> Row | None:
         rows = await self.fetchall(sql, *args)
@@ -88,9 +119,17 @@ class _SqliteTx:
         try:
             async with self._conn.execute(sql, args) as cursor:
                 rows = await cursor.fetchall()
-        except sqlite3.IntegrityError as exc:
-            raise RegistryConflict(str(exc)) from exc
+        except sqlite3.Error as exc:
+            raise _sqlite_error(exc) from exc
         return [dict(row) for row in rows]
+
+    async def executemany(self, sql: str, rows: Sequence[Sequence[Any]]) -> None:
+        if not rows:
+            return
+        try:
+            await self._conn.executemany(sql, rows)
+        except sqlite3.Error as exc:
+            raise _sqlite_error(exc) from exc
 
 
 class SqliteBackend(Backend):
@@ -126,7 +165,10 @@ class SqliteBackend(Backend):
     @asynccontextmanager
     async def transaction(self) -> AsyncIterator[Tx]:
         async with self._lock:
-            await self._conn.execute("BEGIN IMMEDIATE")
+            try:
+                await self._conn.execute("BEGIN IMMEDIATE")
+            except sqlite3.Error as exc:
+                raise _sqlite_error(exc) from exc
             try:
                 yield _SqliteTx(self._conn)
             except BaseException:
@@ -134,7 +176,13 @@ class SqliteBackend(Backend):
                 await asyncio.shield(self._conn.execute("ROLLBACK"))
                 raise
             else:
-                await asyncio.shield(self._conn.execute("COMMIT"))
+                try:
+                    await asyncio.shield(self._conn.execute("COMMIT"))
+                except sqlite3.Error as exc:
+                    # A failed COMMIT leaves the transaction open: end it, so the next step starts clean.
+                    with contextlib.suppress(sqlite3.Error):
+                        await asyncio.shield(self._conn.execute("ROLLBACK"))
+                    raise _sqlite_error(exc) from exc
 
     @asynccontextmanager
     async def statement(self) -> AsyncIterator[Tx]:
@@ -182,6 +230,14 @@ class _PgTx:
             raise RegistryConflict(str(exc)) from exc
         return [dict(row) for row in rows]
 
+    async def executemany(self, sql: str, rows: Sequence[Sequence[Any]]) -> None:
+        if not rows:
+            return
+        try:
+            await self._conn.executemany(_pg_sql(sql), rows)
+        except asyncpg.UniqueViolationError as exc:
+            raise RegistryConflict(str(exc)) from exc
+
 
 class PostgresBackend(Backend):
     """A PostgreSQL database through an asyncpg pool."""
@@ -207,13 +263,19 @@ class PostgresBackend(Backend):
 
     @asynccontextmanager
     async def transaction(self) -> AsyncIterator[Tx]:
-        async with self._pool.acquire() as conn, conn.transaction():
-            yield _PgTx(conn)
+        try:
+            async with self._pool.acquire() as conn, conn.transaction():
+                yield _PgTx(conn)
+        except _PG_TRANSIENT as exc:
+            raise RegistryUnavailable(f"PostgreSQL: {type(exc).__name__}: {exc}") from exc
 
     @asynccontextmanager
     async def statement(self) -> AsyncIterator[Tx]:
-        async with self._pool.acquire() as conn:
-            yield _PgTx(conn)
+        try:
+            async with self._pool.acquire() as conn:
+                yield _PgTx(conn)
+        except _PG_TRANSIENT as exc:
+            raise RegistryUnavailable(f"PostgreSQL: {type(exc).__name__}: {exc}") from exc
 
     async def close(self) -> None:
         await self._pool.close()

@@ -27,10 +27,12 @@ from ._records import (
     RateBucket,
     SessionRecord,
     SpinState,
+    StatusWrite,
     UserRecord,
     VehicleRecord,
     VehicleState,
 )
+from ._seqwindow import SeqMark
 
 __all__ = ["LicenceChange", "Registry", "RegistryConflict", "RegistryError", "RegistryUnavailable"]
 
@@ -297,8 +299,8 @@ class Registry(Protocol):
         """The newest `limit` audit entries (optionally of one user or car), oldest first."""
         ...
 
-    async def add_mail(self, mail: MailRecord) -> None:
-        """Deliver a mail to the simulated mailbox."""
+    async def add_mail(self, mail: MailRecord) -> MailRecord:
+        """Deliver a mail to the simulated mailbox; the mail as stored (with its id)."""
         ...
 
     async def list_mail(self, email: str) -> list[MailRecord]:
@@ -309,7 +311,33 @@ class Registry(Protocol):
         """Atomically increment a named counter (from 1) and return it (e.g. the cloud's `seq` per VIN)."""
         ...
 
-    async def advance_seq(self, stream: str, seq: int) -> bool:
-        """Atomically raise the high-water mark of `stream` to `seq`; False when `seq` is not above it (a
-        replay or a duplicate, also when another cloud process saw it first)."""
+    # -- anti-replay windows (see `SeqMark`) and car statuses ------------------------------------------------
+    async def claim_seq(self, stream: str, seq: int) -> bool:
+        """Atomically mark `seq` seen on `stream` in its anti-replay window; False (nothing changed) when it was
+        seen before or is older than the window (a duplicate or a replay, also when another cloud process
+        claimed it first)."""
+        ...
+
+    async def release_seq(self, stream: str, seq: int) -> None:
+        """Undo a claim whose message could not be applied, so that its redelivery is accepted."""
+        ...
+
+    async def seq_mark(self, stream: str) -> SeqMark | None:
+        """The stream's window (None before its first claim)."""
+        ...
+
+    async def apply_statuses(self, statuses: Sequence[StatusWrite]) -> list[bool]:
+        """Claim each status's `seq` on its stream, in order, and keep the newest accepted status of each car —
+        all in ONE transaction: it happens completely or not at all. Per status, whether its seq was accepted
+        (False: a duplicate or a replay, not applied). A status older (`updated_at`) than the stored one is
+        accepted but does not replace it; one of a car without factory data is accepted and not stored."""
+        ...
+
+    # -- app clients -----------------------------------------------------------------------------------------
+    async def bind_client(self, user_id: str, client_id: str, at: float, *, keep: int = 8) -> None:
+        """The user was seen on app client `client_id` at `at`; only the `keep` most recent clients are kept."""
+        ...
+
+    async def list_clients(self, user_id: str, *, limit: int = 8) -> list[str]:
+        """The app clients the user was seen on, most recent first."""
         ...

@@ -27,6 +27,7 @@ __all__ = [
     "Role",
     "SessionRecord",
     "SpinState",
+    "StatusWrite",
     "UserRecord",
     "VehicleRecord",
     "VehicleState",
@@ -210,6 +211,22 @@ class CommandRecord:
     updated_at: float
     reason: str | None = None
     detail: str | None = None
+    #: The app client (MQTT client id) that asked for it: its progress is pushed there, by whichever cloud
+    #: process applies the next step (None for commands stored before this was kept).
+    client_id: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class StatusWrite:
+    """A car's verified status, to be applied with its `seq` claim on `stream` (`Registry.apply_statuses`)."""
+
+    stream: str
+    seq: int
+    vin: str
+    #: The snapshot as JSON text (encoded once, by whoever validated it).
+    status_json: str = field(repr=False)
+    privacy_mode: str
+    updated_at: float
 
 
 @dataclass(frozen=True, slots=True)

@@ -152,6 +152,20 @@ _V1 = [
         seq BIGINT NOT NULL)""",
 ]
 
+_V2 = [
+    # The anti-replay window (see `_seqwindow`): which of the 64 seqs up to the highest were seen. Marks kept
+    # before it existed only knew the highest, so everything below it counts as seen (-1: every bit set).
+    "ALTER TABLE seq_marks ADD COLUMN seen BIGINT NOT NULL DEFAULT -1",
+    # The app client that asked for a command, so that any cloud process can push its progress there.
+    "ALTER TABLE commands ADD COLUMN client_id TEXT",
+    # The app clients a user was seen on lately (push events about their cars and mail go there).
+    """CREATE TABLE user_clients (
+        user_id TEXT NOT NULL REFERENCES users(id),
+        client_id TEXT NOT NULL,
+        seen_at DOUBLE PRECISION NOT NULL,
+        PRIMARY KEY (user_id, client_id))""",
+]
+
 #: (version, statements), in order. The registry applies every version above the stored one, each in one
 #: transaction, so a crash mid-upgrade leaves the previous version intact.
-MIGRATIONS: list[tuple[int, list[str]]] = [(1, _V1)]
+MIGRATIONS: list[tuple[int, list[str]]] = [(1, _V1), (2, _V2)]

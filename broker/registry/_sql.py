@@ -35,12 +35,14 @@ from ._records import (
     Role,
     SessionRecord,
     SpinState,
+    StatusWrite,
     UserRecord,
     VehicleRecord,
     VehicleState,
     email_key,
 )
 from ._schema import ID_COLUMN, MIGRATIONS
+from ._seqwindow import SeqMark
 
 __all__ = ["SqlRegistry"]
 
@@ -105,6 +107,7 @@ def _command(row: Row) -> CommandRecord:
         # float(): SQLite's RETURNING hands back the value as bound, before the REAL affinity applies.
         created_at=float(row["created_at"]), expires_at=float(row["expires_at"]),
         updated_at=float(row["updated_at"]), reason=row["reason"], detail=row["detail"],
+        client_id=row["client_id"],
     )
 
 
@@ -617,10 +620,11 @@ class SqlRegistry:
         async with self._db.transaction() as tx:
             row = await tx.fetchone(
                 "INSERT INTO commands (id, user_id, request_id, vin, op, params, state, created_at,"
-                " expires_at, updated_at, reason, detail) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+                " expires_at, updated_at, reason, detail, client_id)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
                 " ON CONFLICT (user_id, request_id) DO NOTHING RETURNING id",
                 c.id, c.user_id, c.request_id, c.vin, c.op, _dumps(c.params), c.state.value, c.created_at,
-                c.expires_at, c.updated_at, c.reason, c.detail,
+                c.expires_at, c.updated_at, c.reason, c.detail, c.client_id,
             )
             if row is not None:
                 await self._add_step(tx, c.id, CommandStep(c.state, c.created_at, c.reason, c.detail))
@@ -727,16 +731,19 @@ class SqlRegistry:
             for r in rows
         ]
 
-    async def add_mail(self, mail: MailRecord) -> None:
+    async def add_mail(self, mail: MailRecord) -> MailRecord:
         async with self._db.statement() as tx:
-            await self._add_mail(tx, mail)
+            return await self._add_mail(tx, mail)
 
     @staticmethod
-    async def _add_mail(tx: Tx, mail: MailRecord) -> None:
-        await tx.execute(
-            "INSERT INTO mails (at, to_key, to_email, subject, body, user_id) VALUES (?, ?, ?, ?, ?, ?)",
+    async def _add_mail(tx: Tx, mail: MailRecord) -> MailRecord:
+        row = await tx.fetchone(
+            "INSERT INTO mails (at, to_key, to_email, subject, body, user_id) VALUES (?, ?, ?, ?, ?, ?)"
+            " RETURNING id",
             mail.at, email_key(mail.to), mail.to, mail.subject, mail.body, mail.user_id,
         )
+        assert row is not None  # INSERT ... RETURNING always returns the row
+        return dataclasses.replace(mail, id=int(row["id"]))
 
     async def list_mail(self, email: str) -> list[MailRecord]:
         async with self._db.statement() as tx:
@@ -753,12 +760,114 @@ class SqlRegistry:
         assert row is not None  # an upsert with RETURNING always returns the row
         return int(row["value"])
 
-    async def advance_seq(self, stream: str, seq: int) -> bool:
-        async with self._db.statement() as tx:
-            row = await tx.fetchone(
-                "INSERT INTO seq_marks (stream, seq) VALUES (?, ?)"
-                " ON CONFLICT (stream) DO UPDATE SET seq = excluded.seq WHERE seq_marks.seq < excluded.seq"
-                " RETURNING seq",
-                stream, seq,
+    # -- anti-replay windows and car statuses -----------------------------------------------------------------
+    def _any(self, column: str) -> str:
+        """`column` is one of a list bound as ONE parameter (see `_list`): the statement text stays the same
+        whatever the list's length, so the drivers' statement caches keep it."""
+        if self.dialect == "postgresql":
+            return f"{column} = ANY(?)"
+        return f"{column} IN (SELECT value FROM json_each(?))"
+
+    def _list(self, values: Sequence[str]) -> Any:
+        return list(values) if self.dialect == "postgresql" else json.dumps(list(values))
+
+    async def _lock_marks(self, tx: Tx, streams: Sequence[str]) -> dict[str, SeqMark]:
+        """The marks of `streams`, locked until the transaction ends. SQLite: the transaction holds the database's
+        write lock already. PostgreSQL: missing rows are created first (a row that does not exist cannot be
+        locked, and two processes must not both decide about a new stream), then every row is locked in one
+        order, so that two transactions over overlapping streams never deadlock."""
+        ordered = sorted(set(streams))
+        if self.dialect == "postgresql":
+            await tx.execute(
+                "INSERT INTO seq_marks (stream, seq, seen) SELECT s, 0, 0 FROM unnest(?::text[]) AS s ORDER BY s"
+                " ON CONFLICT (stream) DO NOTHING",
+                ordered,
             )
-        return row is not None
+        rows = await tx.fetchall(
+            f"SELECT stream, seq, seen FROM seq_marks WHERE {self._any('stream')} ORDER BY stream{self._lock_row}",
+            self._list(ordered),
+        )
+        return {r["stream"]: SeqMark.from_stored(r["seq"], r["seen"]) for r in rows}
+
+    @staticmethod
+    async def _store_marks(tx: Tx, marks: dict[str, SeqMark]) -> None:
+        await tx.executemany(
+            "INSERT INTO seq_marks (stream, seq, seen) VALUES (?, ?, ?)"
+            " ON CONFLICT (stream) DO UPDATE SET seq = excluded.seq, seen = excluded.seen",
+            [(stream, mark.high, mark.to_stored()) for stream, mark in sorted(marks.items())],
+        )
+
+    async def claim_seq(self, stream: str, seq: int) -> bool:
+        async with self._db.transaction() as tx:
+            marks = await self._lock_marks(tx, [stream])
+            after = marks.get(stream, SeqMark()).accept(seq)
+            if after is None:
+                return False
+            await self._store_marks(tx, {stream: after})
+        return True
+
+    async def release_seq(self, stream: str, seq: int) -> None:
+        async with self._db.transaction() as tx:
+            marks = await self._lock_marks(tx, [stream])
+            mark = marks.get(stream)
+            if mark is not None and (after := mark.release(seq)) != mark:
+                await self._store_marks(tx, {stream: after})
+
+    async def seq_mark(self, stream: str) -> SeqMark | None:
+        async with self._db.statement() as tx:
+            row = await tx.fetchone("SELECT seq, seen FROM seq_marks WHERE stream = ?", stream)
+        return None if row is None else SeqMark.from_stored(row["seq"], row["seen"])
+
+    async def apply_statuses(self, statuses: Sequence[StatusWrite]) -> list[bool]:
+        if not statuses:
+            return []
+        accepted: list[bool] = []
+        async with self._db.transaction() as tx:
+            marks = await self._lock_marks(tx, [s.stream for s in statuses])
+            changed: dict[str, SeqMark] = {}
+            newest: dict[str, StatusWrite] = {}
+            for item in statuses:
+                after = marks.get(item.stream, SeqMark()).accept(item.seq)
+                accepted.append(after is not None)
+                if after is None:
+                    continue
+                marks[item.stream] = changed[item.stream] = after
+                best = newest.get(item.vin)
+                # Only the newest status of each car is kept, so only that one is written.
+                if best is None or (item.updated_at, item.seq) >= (best.updated_at, best.seq):
+                    newest[item.vin] = item
+            await self._store_marks(tx, changed)
+            # INSERT ... SELECT FROM vehicles: a car the registry does not know (no factory data) is not stored,
+            # instead of failing the whole batch on the foreign key.
+            await tx.executemany(
+                "INSERT INTO vehicle_state (vin, privacy_mode, status, updated_at)"
+                " SELECT vin, ?, ?, ? FROM vehicles WHERE vin = ?"
+                " ON CONFLICT (vin) DO UPDATE SET privacy_mode = excluded.privacy_mode,"
+                " status = excluded.status, updated_at = excluded.updated_at"
+                " WHERE vehicle_state.updated_at IS NULL OR vehicle_state.updated_at <= excluded.updated_at",
+                [(w.privacy_mode, w.status_json, w.updated_at, vin) for vin, w in sorted(newest.items())],
+            )
+        return accepted
+
+    # -- the app clients of users ----------------------------------------------------------------------------
+    async def bind_client(self, user_id: str, client_id: str, at: float, *, keep: int = 8) -> None:
+        async with self._db.transaction() as tx:
+            await tx.execute(
+                "INSERT INTO user_clients (user_id, client_id, seen_at) VALUES (?, ?, ?)"
+                " ON CONFLICT (user_id, client_id) DO UPDATE SET seen_at = excluded.seen_at"
+                " WHERE user_clients.seen_at < excluded.seen_at",
+                user_id, client_id, at,
+            )
+            await tx.execute(
+                "DELETE FROM user_clients WHERE user_id = ? AND client_id NOT IN"
+                " (SELECT client_id FROM user_clients WHERE user_id = ? ORDER BY seen_at DESC, client_id LIMIT ?)",
+                user_id, user_id, int(keep),
+            )
+
+    async def list_clients(self, user_id: str, *, limit: int = 8) -> list[str]:
+        async with self._db.statement() as tx:
+            rows = await tx.fetchall(
+                "SELECT client_id FROM user_clients WHERE user_id = ? ORDER BY seen_at DESC, client_id LIMIT ?",
+                user_id, int(limit),
+            )
+        return [str(r["client_id"]) for r in rows]

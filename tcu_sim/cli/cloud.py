@@ -19,7 +19,7 @@ import os
 import secrets
 import signal
 from collections.abc import Awaitable, Callable, Coroutine
-from datetime import UTC, datetime, time
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -67,26 +67,22 @@ def load_server_secret(path: Path) -> bytes:
 
 
 def vehicle_records(state_dir: Path) -> tuple[list[Any], str]:
-    """The registry's vehicle records from the manifest, and the fleet's topic prefix."""
-    from broker.registry import VehicleRecord
-    from tcu_sim.fleet import StateDir, StateDirError
+    """The registry's vehicle records from the state's manifest (`broker.cloud.read_manifest`: the free licence
+    year starts at midnight UTC of the registration day), and the fleet's topic prefix."""
+    from broker.cloud import ManifestError, read_manifest
+    from tcu_sim.fleet import StateDir
 
-    try:
-        manifest = StateDir(state_dir).load_manifest()
-    except StateDirError as exc:
-        raise click.ClickException(str(exc)) from None
-    records = [
-        VehicleRecord(
-            vin=v.vin,
-            model=v.model.value,
-            equipment=v.equipment.value,
-            # The manifest has the registration day; the free licence year starts at its midnight UTC.
-            registered_at=datetime.combine(v.registered_at, time(0, 0), tzinfo=UTC).timestamp(),
-            group=v.group,
+    path = StateDir(state_dir).manifest_path
+    if not path.is_file():
+        raise click.ClickException(
+            f"{path}: missing vehicle manifest;"
+            f" provision first (tcu-sim fleet provision FLEET.yaml --state {state_dir})"
         )
-        for v in manifest.vehicles
-    ]
-    return records, manifest.topic_prefix
+    try:
+        manifest = read_manifest(path)
+    except ManifestError as exc:
+        raise click.ClickException(str(exc)) from None
+    return manifest.vehicles, manifest.topic_prefix
 
 
 def _run(coro: Coroutine[Any, Any, None]) -> None:

@@ -14,6 +14,7 @@ from broker.registry import (
     Registry,
     RegistryError,
     RegistryUnavailable,
+    SeqMark,
     SessionRecord,
     SqlRegistry,
     UserRecord,
@@ -159,14 +160,17 @@ async def test_sessions_revoke_all_but_one(registry: SqlRegistry) -> None:
     assert kept.last_activity == START + 10
 
 
-async def test_counters_and_seq_marks_are_atomic_across_instances(registry_url: str) -> None:
+async def test_counters_and_seq_claims_are_atomic_across_instances(registry_url: str) -> None:
     async with open_registry(registry_url) as a, open_registry(registry_url) as b:
         values = await asyncio.gather(*(r.next_counter("seq:cloud:X") for _ in range(10) for r in (a, b)))
         assert sorted(values) == list(range(1, 21))
-        accepted = await asyncio.gather(*(r.advance_seq("car:X", 5) for r in (a, b, a, b)))
+        accepted = await asyncio.gather(*(r.claim_seq("car:X", 5) for r in (a, b, a, b)))
         assert sorted(accepted) == [False, False, False, True]
-        assert not await a.advance_seq("car:X", 4)
-        assert await b.advance_seq("car:X", 6)
+        # Within the window an older seq not seen yet is taken once, by one of them.
+        accepted = await asyncio.gather(*(r.claim_seq("car:X", 4) for r in (a, b, a, b)))
+        assert sorted(accepted) == [False, False, False, True]
+        assert await b.claim_seq("car:X", 6)
+        assert await a.seq_mark("car:X") == SeqMark(6, 0b111)
 
 
 async def test_command_creation_and_transitions_are_compare_and_set(registry_url: str) -> None:

@@ -1,8 +1,9 @@
 """Pure parts of the app side: one typed error per error code, broker URLs, the session file, the client
-directory of the handler."""
+directory of the handler (over a SQLite registry)."""
 
 from __future__ import annotations
 
+import dataclasses
 import stat
 from pathlib import Path
 
@@ -10,6 +11,7 @@ import click
 import pytest
 
 from broker.handler import ClientDirectory
+from broker.registry import CommandRecord, UserRecord, open_registry
 from tcu_sim.app import (
     AccessDenied,
     AppClient,
@@ -25,7 +27,10 @@ from tcu_sim.app import (
 )
 from tcu_sim.cli._broker_url import parse_broker_url
 from tcu_sim.cli.app import SessionFile
-from tcu_sim.protocol import AppError, ErrorCode, ProtocolError
+from tcu_sim.clock import VirtualClock
+from tcu_sim.protocol import AppError, CommandState, ErrorCode, ProtocolError
+
+START = 1_767_225_600.0
 
 _FAMILIES = (AuthenticationRequired, RequestRefused, AccessDenied, SpinError, ServiceUnavailable, RateLimited)
 
@@ -91,21 +96,32 @@ def test_session_file_is_private(tmp_path: Path) -> None:
         SessionFile.read(path)
 
 
-def test_client_directory_is_bounded_and_prefers_the_requesting_client() -> None:
-    directory = ClientDirectory(max_commands=2, max_users=2, clients_per_user=2)
-    directory.bind_user("u1", "a")
-    directory.bind_user("u1", "b")
-    directory.bind_user("u1", "c")
-    assert directory.clients_for_user("u1") == ["c", "b"]
-    directory.bind_command("c1", "a")
-    assert directory.clients_for_command("c1", "u1") == ["a"]
-    assert directory.clients_for_command("c-unknown", "u1") == ["c", "b"]
-    directory.bind_command("c2", "x")
-    directory.bind_command("c3", "y")
-    assert directory.clients_for_command("c1", "nobody") == []  # the oldest was forgotten
-    directory.bind_user("u2", "d")
-    directory.bind_user("u3", "e")
-    assert directory.clients_for_user("u1") == []
+async def test_client_directory_is_bounded_kept_in_the_registry_and_prefers_the_requesting_client(
+    tmp_path: Path,
+) -> None:
+    clock = VirtualClock(START)
+    async with open_registry(f"sqlite://{tmp_path}/directory.db") as registry:
+        for user in ("u1", "u2"):
+            await registry.create_user(UserRecord(user, f"{user}@example.com", "h", "h", True, None, START))
+        directory = ClientDirectory(registry, clock, clients_per_user=2)
+        for client in ("a", "b", "c"):
+            await directory.bind_user("u1", client)
+            await clock.advance(1)
+        assert await directory.clients_for_user("u1") == ["c", "b"]  # newest first, the oldest dropped
+        await directory.bind_user("u1", "b")  # written again only after a while
+        assert await directory.clients_for_user("u1") == ["c", "b"]
+        await clock.advance(directory.rebind_after_s)
+        await directory.bind_user("u1", "b")
+        assert await directory.clients_for_user("u1") == ["b", "c"]
+        # Another process (a new directory on the same registry) finds the same clients.
+        assert await ClientDirectory(registry, clock).clients_for_user("u1") == ["b", "c"]
+        command = CommandRecord(
+            "cmd-1", "u1", "r1", "VSS", "lock", {}, CommandState.QUEUED, START, START + 60, START, client_id="a"
+        )
+        assert await directory.clients_for_command(command) == ["a"]
+        legacy = dataclasses.replace(command, client_id=None)  # stored before commands kept their client
+        assert await directory.clients_for_command(legacy) == ["b", "c"]
+        assert await directory.clients_for_user("u2") == []
 
 
 def test_the_app_api_doc_lists_every_op_the_cloud_answers() -> None:
