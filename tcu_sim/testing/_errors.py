@@ -40,3 +40,8 @@ class CommandFailed(HarnessError, AssertionError):
 
 class CarControlRefused(HarnessError):
     """The car refused what a person tried to do at it (e.g. `tkov` on a car that enrols by pairing code)."""
+
+
+# Tracebacks and pytest reports name the public module, not this private one.
+for _error in (HarnessError, HarnessSetupError, NotSupported, WaitTimeout, CommandFailed, CarControlRefused):
+    _error.__module__ = "tcu_sim.testing"

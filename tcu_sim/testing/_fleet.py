@@ -399,10 +399,10 @@ class SimFleet:
         return [car for car in self.cars if car.vin in chosen]
 
     def describe_car(self, vin: str) -> str:
-        """The car's own one-line description (see `SimCar.describe`); `unknown` for a VIN not in the fleet."""
+        """The car's own one-line description (see `SimCar.describe`)."""
         for car in self.cars:
             if car.vin == vin:
-                return ("online" if car.online else "offline") + ", " + car.describe()
+                return car.describe()
         return "not in this fleet"
 
 

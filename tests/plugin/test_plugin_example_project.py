@@ -92,9 +92,9 @@ def test_a_failing_helper_says_what_happened(pytester: pytest.Pytester) -> None:
     result.assert_outcomes(failed=2)
     result.stdout.fnmatch_lines(
         [
-            "*CommandFailed: command cmd-* (lock on VSS*): expected succeeded, but it ended failed",
+            "*tcu_sim.testing.CommandFailed: command cmd-* (lock on VSS*): expected succeeded, but it ended failed",
             "*history: queued (+0.0 s) → delivered (+0.0 s) → in_progress (+0.0 s) → failed: door_open*",
-            "*car VSS* itself: online, locked=False (doors open: front_right)*",
+            "*car VSS* itself: locked=False (doors open: front_right)*online=True*",
             "*cloud's last status of VSS* (online): locked=False (doors open: front_right)*",
         ]
     )

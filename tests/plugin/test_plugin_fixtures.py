@@ -93,7 +93,8 @@ async def test_wait_for_command_timeout_shows_the_history(
     assert f"command {command_id} (lock on {car.vin}): not succeeded within 0.3 s" in message
     assert "history: queued" in message
     assert "delivered" in message
-    assert f"car {car.vin} itself: offline" in message
+    assert f"car {car.vin} itself: locked=True" in message
+    assert "online=False" in message
     assert f"cloud's last status of {car.vin} (offline)" in message
 
 
