@@ -29,7 +29,6 @@ import time
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from datetime import time as dt_time
 from pathlib import Path
 from typing import Any
 
@@ -190,9 +189,9 @@ class ScenarioRunner:
         return report
 
     async def _run(self, report: ScenarioReport) -> None:
-        from broker.cloud import CloudServices, PasswordHasher, ServerSecret
+        from broker.cloud import CloudServices, PasswordHasher, ServerSecret, load_manifest
         from broker.handler import CloudHandler, HandlerConfig
-        from broker.registry import VehicleRecord, open_registry
+        from broker.registry import open_registry
 
         config, options, clock, broker = self.scenario.config, self.options, self.clock, self.broker
         self.workdir.mkdir(parents=True, exist_ok=True)
@@ -206,19 +205,7 @@ class ScenarioRunner:
                 registry, clock, secret, rng=random.Random(config.seed), passwords=PasswordHasher.for_tests()
             )
             self._services = services
-            # The fleet manifest dates registrations as days; the cloud's manifest reader wants a time zone on
-            # them, so the records are built here (midnight UTC of the registration day).
-            manifest = state.load_manifest()
-            await services.vehicles.import_vehicles(
-                VehicleRecord(
-                    vin=v.vin,
-                    model=v.model.value,
-                    equipment=v.equipment.value,
-                    registered_at=datetime.combine(v.registered_at, dt_time(), UTC).timestamp(),
-                    group=v.group,
-                )
-                for v in manifest.vehicles
-            )
+            await services.vehicles.import_vehicles(load_manifest(state.manifest_path))
             await self._seed_users(services)
             handler_config = HandlerConfig(
                 topic_prefix=config.topic_prefix,

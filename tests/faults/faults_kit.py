@@ -257,11 +257,10 @@ async def cloud_world(broker: MosquittoBroker, config: FleetConfig, workdir: Pat
     """`config`'s fleet and its users on `broker`, with the cloud handler (one car worker, so the refusal
     counter that moves during a message is that message's reason)."""
     from datetime import UTC, datetime
-    from datetime import time as dt_time
 
-    from broker.cloud import CloudServices, PasswordHasher, ServerSecret
+    from broker.cloud import CloudServices, PasswordHasher, ServerSecret, load_manifest
     from broker.handler import CloudHandler, HandlerConfig
-    from broker.registry import VehicleRecord, open_registry
+    from broker.registry import open_registry
     from tcu_sim.fleet import select_cars
 
     clock = clock or VirtualClock()
@@ -271,11 +270,7 @@ async def cloud_world(broker: MosquittoBroker, config: FleetConfig, workdir: Pat
     async with open_registry(f"sqlite://{workdir}/cloud.db", pool_size=4) as registry:
         services = CloudServices(registry, clock, ServerSecret(b"faults test secret, 32 bytes...."),
                                  passwords=PasswordHasher.for_tests())
-        await services.vehicles.import_vehicles(
-            VehicleRecord(v.vin, v.model.value, v.equipment.value,
-                          datetime.combine(v.registered_at, dt_time(), UTC).timestamp(), v.group)
-            for v in state.load_manifest().vehicles
-        )
+        await services.vehicles.import_vehicles(load_manifest(state.manifest_path))
         for user in config.users:
             password = user.password.get_secret_value()
             await services.accounts.register(user.email, password, user.spin.get_secret_value())
