@@ -164,6 +164,7 @@ def run_command(
     """Bring up every car of FILE (or of its --shard) against --broker, until Ctrl-C."""
     import asyncio
 
+    from tcu_sim.faults import FleetFaults
     from tcu_sim.fleet import FleetRunner, parse_broker_url, select_shard
 
     config = load_fleet_or_fail(file)
@@ -190,6 +191,8 @@ def run_command(
             clock=clock,
             topic_prefix=config.topic_prefix,
             max_concurrent_handshakes=max_handshakes,
+            # The fleet file's connectivity profiles, no-signal zones and fault timeline, and live `fault` controls.
+            faults=FleetFaults.from_config(config, run_timeline=True),
         )
         async with runner:
             elapsed = await runner.wait_all_online(timeout=max(60.0, len(cars) / 50))
