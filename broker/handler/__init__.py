@@ -9,28 +9,32 @@ cars signed commands, on top of the domain services of `broker.cloud`.
 from __future__ import annotations
 
 from ._apps import AppRequests, Reply
-from ._cars import CarMessages, seq_stream
+from ._cars import CarMessage, CarMessages, StoreUnavailable, seq_stream
 from ._commands import COMMAND_SEQ_COUNTER, CommandSender
 from ._config import HandlerConfig
 from ._directory import ClientDirectory
 from ._handler import CloudHandler, quiet_sql_debug_logs
-from ._mqtt import MqttLink, PublishFailed, Subscription
+from ._mqtt import AckLedger, Delivery, MqttLink, PublishFailed, Subscription
 from ._push import Pusher, command_progress_data, describe_error
 from ._stats import HandlerStats
 
 __all__ = [
     "COMMAND_SEQ_COUNTER",
+    "AckLedger",
     "AppRequests",
+    "CarMessage",
     "CarMessages",
     "ClientDirectory",
     "CloudHandler",
     "CommandSender",
+    "Delivery",
     "HandlerConfig",
     "HandlerStats",
     "MqttLink",
     "PublishFailed",
     "Pusher",
     "Reply",
+    "StoreUnavailable",
     "Subscription",
     "command_progress_data",
     "describe_error",

@@ -816,7 +816,9 @@ class SqlRegistry:
     async def seq_mark(self, stream: str) -> SeqMark | None:
         async with self._db.statement() as tx:
             row = await tx.fetchone("SELECT seq, seen FROM seq_marks WHERE stream = ?", stream)
-        return None if row is None else SeqMark.from_stored(row["seq"], row["seen"])
+        mark = None if row is None else SeqMark.from_stored(row["seq"], row["seen"])
+        # PostgreSQL creates empty rows to lock them (`_lock_marks`): one is as good as none.
+        return None if mark is None or mark == SeqMark() else mark
 
     async def apply_statuses(self, statuses: Sequence[StatusWrite]) -> list[bool]:
         if not statuses:

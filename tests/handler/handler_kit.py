@@ -18,7 +18,7 @@ import aiomqtt
 
 from broker.cloud import CloudConfig, CloudServices, PasswordHasher, ServerSecret
 from broker.handler import CloudHandler, HandlerConfig, HandlerStats
-from broker.registry import VehicleRecord, open_registry
+from broker.registry import RegistryUnavailable, VehicleRecord, open_registry
 from tcu_sim.app import AppClient, Mail
 from tcu_sim.clock import VirtualClock
 from tcu_sim.protocol import (
@@ -293,3 +293,87 @@ async def enrol_tkov(stack: Stack, app: AppClient, car: FakeCar, email: str) -> 
     before = stack.stats.applied["events"]
     await car.send_event({"type": "tkov_completed", "at": stack.clock.now(), "email": email})
     await stack.wait(lambda s: s.applied["events"] > before)
+
+
+async def next_push(app: AppClient, kind: str, match: Callable[[dict[str, Any]], bool] = lambda _: True,
+                    timeout: float = WAIT) -> dict[str, Any]:
+    """The data of the next push event of `kind` whose data matches (earlier other events are skipped)."""
+    async with asyncio.timeout(timeout):
+        while True:
+            event = await app.next_event(timeout)
+            if event.type == kind and match(event.data):
+                return event.data
+
+
+class _FailingTx:
+    """A transaction that fails at the first statement on `table`, after everything before it ran."""
+
+    def __init__(self, tx: Any, fault: StoreFault) -> None:
+        self._tx = tx
+        self._fault = fault
+
+    async def _check(self, sql: str) -> None:
+        if self._fault.active and self._fault.table in sql:
+            await self._fault.failed()
+            raise RegistryUnavailable(f"injected: the store failed at {self._fault.table}")
+
+    async def execute(self, sql: str, *args: Any) -> None:
+        await self._check(sql)
+        await self._tx.execute(sql, *args)
+
+    async def fetchone(self, sql: str, *args: Any) -> Any:
+        await self._check(sql)
+        return await self._tx.fetchone(sql, *args)
+
+    async def fetchall(self, sql: str, *args: Any) -> Any:
+        await self._check(sql)
+        return await self._tx.fetchall(sql, *args)
+
+    async def executemany(self, sql: str, rows: Any) -> None:
+        await self._check(sql)
+        await self._tx.executemany(sql, rows)
+
+
+class StoreFault:
+    """While active, every registry transaction fails (RegistryUnavailable) at its first statement on `table`
+    — after the statements before it ran, so a transaction that is not atomic would leave them behind."""
+
+    def __init__(self, registry: Any, table: str) -> None:
+        self.registry = registry
+        self.table = table
+        self.active = False
+        self.failures = 0
+        self._changed = asyncio.Condition()
+        self._original: Any = None
+
+    def __enter__(self) -> StoreFault:
+        db = self.registry._db
+        original = self._original = db.transaction
+        fault = self
+
+        @contextlib.asynccontextmanager
+        async def transaction() -> AsyncIterator[Any]:
+            async with original() as tx:
+                yield _FailingTx(tx, fault)
+
+        db.transaction = transaction
+        self.active = True
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.heal()
+        self.registry._db.transaction = self._original
+
+    def heal(self) -> None:
+        """The store works again."""
+        self.active = False
+
+    async def failed(self) -> None:
+        async with self._changed:
+            self.failures += 1
+            self._changed.notify_all()
+
+    async def wait_failures(self, count: int, timeout: float = WAIT) -> None:
+        """Until the store has failed `count` times."""
+        async with asyncio.timeout(timeout), self._changed:
+            await self._changed.wait_for(lambda: self.failures >= count)
