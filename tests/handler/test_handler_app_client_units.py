@@ -132,5 +132,5 @@ def test_the_app_api_doc_lists_every_op_the_cloud_answers() -> None:
     documented = {line.split("`")[1] for line in doc.splitlines() if line.startswith("| `")}
     # Only the op table is read: no services needed.
     answered = AppRequests(services=None, sender=None, directory=None, stats=None)  # type: ignore[arg-type]
-    push_types = {"command_progress", "vehicle_changed", "notification"}
+    push_types = {"command_progress", "vehicle_changed", "notification", "mail"}
     assert documented - push_types == {op.value for op in AppOp} == answered.ops
