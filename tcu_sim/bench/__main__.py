@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import asyncio
 import shlex
+import signal
 import sys
+from collections.abc import Coroutine
 from pathlib import Path
+from typing import Any
 
 import click
 
-from tcu_sim.bench._report import render_table
+from tcu_sim.bench._report import BenchReport, render_table
 from tcu_sim.bench._run import BenchOptions, run_bench
 from tcu_sim.logging import configure_logging
 
@@ -84,13 +87,32 @@ def main(
         options.outage_s = min(outage_s, 2.0)
         options.p3_cars, options.p3_per_car = 200, 10
     command = "python -m tcu_sim.bench " + shlex.join(sys.argv[1:])
-    report = asyncio.run(run_bench(options, command))
+    report = asyncio.run(_until_signal(run_bench(options, command)))
+    if report is None:
+        click.echo("bench: interrupted; child processes stopped, temporary files removed", err=True)
+        sys.exit(130)
     click.echo(render_table(report))
     if json_path is not None:
         report.write_json(json_path)
         click.echo(f"figures saved to {json_path}")
     if report.errors:
         sys.exit(1)
+
+
+async def _until_signal(run: Coroutine[Any, Any, BenchReport]) -> BenchReport | None:
+    """Run the bench; Ctrl-C or SIGTERM cancel it, so that every context (broker, fleet, cloud, temporary
+    directory) is left in order. None when it was interrupted."""
+    task = asyncio.ensure_future(run)
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, task.cancel)
+    try:
+        return await task
+    except asyncio.CancelledError:
+        return None
+    finally:
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.remove_signal_handler(sig)
 
 
 if __name__ == "__main__":

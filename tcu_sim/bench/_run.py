@@ -29,6 +29,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import psutil
 import structlog
@@ -131,6 +132,15 @@ async def _finish(task: asyncio.Task[None] | None) -> None:
             await task
 
 
+async def _settle(*tasks: asyncio.Task[Any] | None) -> None:
+    """Cancel whatever of `tasks` still runs (the step around them failed or was interrupted) and collect their
+    outcomes, so that none is left behind or reported as never retrieved."""
+    running = [t for t in tasks if t is not None]
+    for task in running:
+        task.cancel()
+    await asyncio.gather(*running, return_exceptions=True)
+
+
 async def _cpu_over(processes: dict[str, psutil.Process], window_s: float) -> dict[str, float]:
     """Cores each process used over `window_s` (and the whole machine's busy cores, key "machine")."""
     before = {name: p.cpu_times() for name, p in processes.items()}
@@ -214,8 +224,11 @@ async def run_size(
             await asyncio.sleep(options.settle_s)
             fleet_ps = proc.psutil()
             profile = _profile(options, proc.pid, f"{size}-fleet-steady", options.cpu_window_s)
-            cpu = await _cpu_over({"fleet": fleet_ps, "broker": broker_proc}, options.cpu_window_s)
-            await _finish(profile)
+            try:
+                cpu = await _cpu_over({"fleet": fleet_ps, "broker": broker_proc}, options.cpu_window_s)
+                await _finish(profile)
+            finally:
+                await _settle(profile)
             rss = fleet_ps.memory_info().rss
             report.add("P1.cpu", "fleet CPU, steady state", cpu["fleet"], "core", target="≤ 0.5 core @10k",
                        check=at_most(0.5), note=f"{options.cpu_window_s:g} s window; baseline 0.76 @10k")
@@ -232,11 +245,15 @@ async def run_size(
                 _cpu_over({"fleet": fleet_ps, "broker": broker_proc}, options.commands / options.command_rate)
             )
             profile = _profile(options, proc.pid, f"{size}-fleet-commands", options.commands / options.command_rate)
-            trips = await drive_commands(
-                broker, fleet.state, driver_vins, rate_per_s=options.command_rate, count=options.commands, rng=rng
-            )
-            load_cpu = await cpu_task
-            await _finish(profile)
+            try:
+                trips = await drive_commands(
+                    broker, fleet.state, driver_vins, rate_per_s=options.command_rate, count=options.commands,
+                    rng=rng,
+                )
+                load_cpu = await cpu_task
+                await _finish(profile)
+            finally:
+                await _settle(cpu_task, profile)
             _rtt_figures(report, "P1.rtt", "command round trip (driver)", trips, size, "P2")
             report.add("P1.cpu_load", f"fleet CPU at {options.command_rate:g} commands/s", load_cpu["fleet"], "core")
             report.details["command_cpu"] = {k: round(v, 4) for k, v in load_cpu.items()}
@@ -276,9 +293,12 @@ async def _app_figures(
                     _cpu_over({"cloud": cloud_ps}, options.app_commands / options.command_rate)
                 )
                 profile = _profile(options, cloud.pid, f"{size}-cloud-app", options.app_commands / options.command_rate)
-                trips = await app_round_trips(rig, rate_per_s=options.command_rate, count=options.app_commands)
-                cloud_cpu = await cpu_task
-                await _finish(profile)
+                try:
+                    trips = await app_round_trips(rig, rate_per_s=options.command_rate, count=options.app_commands)
+                    cloud_cpu = await cpu_task
+                    await _finish(profile)
+                finally:
+                    await _settle(cpu_task, profile)
         _rtt_figures(report, "P2", "app round trip", trips, size, "P2")
         report.add("P2.cloud_cpu", f"cloud CPU at {options.command_rate:g} app commands/s", cloud_cpu["cloud"],
                    "core")
