@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any, Self, TypeVar
 
 from tcu_sim.protocol import CommandState, KeySet, PublicKey, SigningKey
 
+from ._brokers import BrokerKind
 from ._describe import at, describe_history, describe_status
 from ._errors import CommandFailed, HarnessSetupError, WaitTimeout
 
@@ -102,14 +103,18 @@ class SimCloud:
                 # A clean session, and quick reconnects after a broker restart (real seconds, not clock ones).
                 session_expiry_s=0, car_workers=2, app_workers=2, reconnect_base_s=0.05, reconnect_cap_s=1.0
             )
-            config = base.model_copy(
-                update={
-                    "topic_prefix": self.topic_prefix,
-                    "client_id": self.client_id,
-                    "protocol": self.broker.mqtt_version,
-                    "shared_subscriptions": base.shared_subscriptions and self.broker.mqtt_version == "5",
-                }
-            )
+            update: dict[str, Any] = {
+                "topic_prefix": self.topic_prefix,
+                "client_id": self.client_id,
+                "protocol": self.broker.mqtt_version,
+                "shared_subscriptions": base.shared_subscriptions and self.broker.mqtt_version == "5",
+            }
+            if self.broker.kind is BrokerKind.EMBEDDED and "ack_after_apply" in type(base).model_fields:
+                # amqtt delivers retained QoS 1 messages during a SUBSCRIBE and waits for their PUBACK before
+                # it sends the SUBACK; a cloud that acknowledges only what it applied (after subscribing) would
+                # wait forever when it (re)connects after the cars (reported to the lead; Mosquitto is fine).
+                update["ack_after_apply"] = False
+            config = base.model_copy(update=update)
             username, password = getattr(self.broker, "credentials", (None, None))
             handler = CloudHandler(
                 config,

@@ -75,6 +75,7 @@ __all__ = [
     "mqtt_broker",
     "mqtt_pki",
     "require_mosquitto",
+    "tcu_clock",
     "tcu_cloud_config",
     "tcu_fleet_config",
     "tcu_sandbox",
@@ -298,12 +299,19 @@ def mqtt_broker(
 
 
 @pytest.fixture
-def clock() -> SimClock:
-    """Virtual time shared by the test's cloud and cars: it moves only on `await clock.advance(seconds)`, and
-    the cloud applies its time rules (command expiry) before `advance` returns."""
+def tcu_clock() -> SimClock:
+    """The `SimClock` of the test's sandbox (what `clock` hands out; a project's own `clock` fixture does not
+    replace it)."""
     from ._clock import SimClock
 
     return SimClock()
+
+
+@pytest.fixture
+def clock(tcu_clock: SimClock) -> SimClock:
+    """Virtual time shared by the test's cloud and cars: it moves only on `await clock.advance(seconds)`, and
+    the cloud applies its time rules (command expiry) before `advance` returns."""
+    return tcu_clock
 
 
 @pytest.fixture
@@ -317,7 +325,7 @@ def tcu_cloud_config() -> CloudConfig | None:
 async def tcu_sandbox(
     request: pytest.FixtureRequest,
     mqtt_broker: SimBroker,
-    clock: SimClock,
+    tcu_clock: SimClock,
     tcu_seed: int,
     tcu_cloud_config: CloudConfig | None,
     tmp_path: Path,
@@ -332,7 +340,7 @@ async def tcu_sandbox(
         broker=mqtt_broker,
         seed=tcu_seed,
         name=request.node.nodeid,
-        clock=clock,
+        clock=tcu_clock,
         cloud_config=tcu_cloud_config,
         timeout=settings.timeout,
     )
