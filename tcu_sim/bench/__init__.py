@@ -7,8 +7,8 @@ only observes, drives and measures:
     report = await run_bench(BenchOptions(sizes=[1000]), command="...")
     print(render_table(report))
 
-The measurement steps are importable on their own (`run_size`, `drive_commands`, `measure_status_throughput`)
-so that a test can run them on a handful of cars.
+The measurement steps are importable on their own (`run_size`, `drive_commands`) so that a test can run them
+on a handful of cars. The cloud's status throughput (P3) is the cloud's own measurement, `broker.handler._bench`.
 """
 
 from __future__ import annotations
@@ -17,9 +17,8 @@ from tcu_sim.bench._commands import RoundTrips, drive_commands
 from tcu_sim.bench._observer import ConnectionObserver
 from tcu_sim.bench._procs import BenchProcessError
 from tcu_sim.bench._report import BASELINE, BenchReport, Figure, SizeReport, percentile, render_table
-from tcu_sim.bench._run import BenchOptions, FleetProcess, run_bench, run_size
+from tcu_sim.bench._run import BenchOptions, FleetProcess, p3_figures, run_bench, run_size
 from tcu_sim.bench._setup import BenchBroker, BenchFleet, prepare_fleet, raise_open_files_limit
-from tcu_sim.bench._status import StatusThroughput, measure_status_throughput
 
 __all__ = [
     "BASELINE",
@@ -33,9 +32,8 @@ __all__ = [
     "FleetProcess",
     "RoundTrips",
     "SizeReport",
-    "StatusThroughput",
     "drive_commands",
-    "measure_status_throughput",
+    "p3_figures",
     "percentile",
     "prepare_fleet",
     "raise_open_files_limit",

@@ -40,10 +40,9 @@ from tcu_sim.bench._observer import ConnectionObserver
 from tcu_sim.bench._procs import BenchProcessError, ChildProcess, tcu_sim_command
 from tcu_sim.bench._report import BenchReport, SizeReport, at_least, at_most, percentile
 from tcu_sim.bench._setup import BenchBroker, BenchFleet, prepare_fleet, raise_open_files_limit
-from tcu_sim.bench._status import measure_status_throughput
 from tcu_sim.transport import Backoff
 
-__all__ = ["BenchOptions", "FleetProcess", "run_bench", "run_size"]
+__all__ = ["BenchOptions", "FleetProcess", "p3_figures", "run_bench", "run_size"]
 
 log = structlog.get_logger("tcu_sim.bench")
 
@@ -387,27 +386,38 @@ async def run_bench(options: BenchOptions, command: str) -> BenchReport:
                 size_report.details["error"] = str(exc)
             report.sizes.append(size_report)
         if options.p3:
-            smallest = fleets[sizes[0]] if sizes else None
-            if smallest is not None:
-                cars = smallest.cars[: options.p3_cars]
-                say(f"P3: {len(cars) * options.p3_per_car} signed statuses from {len(cars)} cars")
-                result = await measure_status_throughput(
-                    smallest.state, cars, per_car=options.p3_per_car, registry_url=f"sqlite://{workdir / 'p3.db'}"
-                )
-                shared = report.shared
-                shared.add("P3.rate", "statuses verified + applied", result.per_second, "msg/s",
-                           target="≥ 5,000 msg/s", check=at_least(5000),
-                           note=f"{result.messages} msgs, {result.cars} cars, {result.workers} workers, SQLite")
-                shared.add("P3.lost", "statuses lost or refused", float(result.lost + result.refused), "msgs",
-                           target="none", check=at_most(0))
-                shared.details["P3"] = {"seconds": round(result.seconds, 3), "applied": result.applied,
-                                        "refused": result.refused, "messages": result.messages}
+            await p3_figures(report.shared, workdir, options)
     finally:
         if not options.keep and options.workdir is None:
             shutil.rmtree(workdir, ignore_errors=True)
         elif options.keep:
             report.machine["workdir"] = str(workdir)
     return report
+
+
+async def p3_figures(shared: SizeReport, workdir: Path, options: BenchOptions) -> None:
+    """SPEC P3 with the cloud's own measurement (`broker.handler._bench`): signed statuses published to a real
+    Mosquitto and drained by one cloud process, every message accounted for."""
+    from broker.handler._bench import measure_status_throughput  # the cloud's own P3 set-up and checks
+
+    messages = options.p3_cars * options.p3_per_car
+    options.progress(f"P3: {messages} signed statuses from {options.p3_cars} cars through one cloud process")
+    try:
+        result = await measure_status_throughput(
+            messages=messages, cars=options.p3_cars, workdir=workdir / "p3", timeout_s=300.0
+        )
+    except (TimeoutError, OSError, RuntimeError) as exc:
+        shared.missing("P3.rate", "statuses verified + applied", "msg/s", f"failed: {str(exc)[:200]}",
+                       target="≥ 5,000 msg/s")
+        return
+    shared.add("P3.rate", "statuses verified + applied", result.per_second, "msg/s", target="≥ 5,000 msg/s",
+               check=at_least(5000),
+               note=f"{result.published} msgs, {result.cars} cars, {result.backend}; one cloud process via Mosquitto")
+    shared.add("P3.cpu_rate", "statuses per CPU second of the cloud", result.per_cpu_second, "msg/s",
+               note="the rate on a core of its own")
+    shared.add("P3.lost", "statuses lost or wrongly refused", float(result.lost + sum(result.refused_other.values())),
+               "msgs", target="none", check=lambda value: value == 0 and result.none_lost)
+    shared.details["P3"] = result.as_dict()
 
 
 def _app_cars(fleets: dict[int, BenchFleet], sizes: Sequence[int], users: int) -> dict[int, list[str]]:

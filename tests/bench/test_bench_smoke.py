@@ -13,7 +13,7 @@ import pytest
 from tcu_sim.bench import (
     BenchOptions,
     BenchReport,
-    measure_status_throughput,
+    p3_figures,
     prepare_fleet,
     raise_open_files_limit,
     render_table,
@@ -52,14 +52,12 @@ async def test_every_figure_is_measured_on_a_small_fleet(tmp_path: Path) -> None
     assert report.value("P2.ok") == options.app_commands
     assert report.details["P1.rtt"]["lost"] == 0
 
-    throughput = await measure_status_throughput(
-        fleet.state, fleet.cars[:5], per_car=4, registry_url=f"sqlite://{tmp_path / 'p3.db'}"
-    )
-    assert (throughput.messages, throughput.applied, throughput.refused) == (20, 20, 0)
-
     whole = BenchReport(started_at="test", command="pytest", sizes=[report])
+    await p3_figures(whole.shared, tmp_path, BenchOptions(p3_cars=5, p3_per_car=4))
+    assert whole.shared.value("P3.rate") is not None, whole.shared.figures
+    assert whole.shared.value("P3.lost") == 0
     table = render_table(whole)
-    assert all(key in table for key in PER_SIZE)
+    assert all(key in table for key in (*PER_SIZE, "P3.rate", "P3.lost"))
     whole.write_json(tmp_path / "bench.json")
     saved = json.loads((tmp_path / "bench.json").read_text())
     assert {f["key"] for f in saved["sizes"][0]["figures"]} >= set(PER_SIZE)
