@@ -59,6 +59,7 @@ from ._config import HandlerConfig
 from ._mqtt import SETTLED, Delivery
 from ._push import Pusher, describe_error
 from ._stats import HandlerStats
+from ._verifypool import VerifyPool
 
 __all__ = ["CarMessage", "CarMessages", "StoreUnavailable", "seq_stream"]
 
@@ -153,6 +154,8 @@ class CarMessages:
         self._pusher = pusher
         self._stats = stats
         self._config = config or HandlerConfig()
+        #: Worker processes verifying statuses (`HandlerConfig.verify_processes`); None: on the loop.
+        self.pool: VerifyPool | None = None
 
     def __repr__(self) -> str:
         return f"CarMessages({self.verifier!r}, refused={sum(self._stats.refused.values())})"
@@ -174,30 +177,19 @@ class CarMessages:
         and logged, and that message settled: it would fail again."""
         statuses: list[tuple[CarMessage, StatusWrite]] = []
         others: list[_Signed] = []
+        pooled: list[CarMessage] = []
+        pool = self.pool if self.pool is not None and self.pool.running else None
         for n, message in enumerate(batch):
+            kind = message.topic.kind
+            self._stats.received[kind.value] += 1
+            if kind is TopicKind.STATUS and pool is not None:
+                pooled.append(message)
+                continue
             if n and n % _YIELD_EVERY == 0:
                 await asyncio.sleep(0)
-            vin, kind = message.topic.key, message.topic.kind
-            self._stats.received[kind.value] += 1
-            try:
-                if kind is TopicKind.CONNECTION:
-                    others.append(_Signed(message, kind, 0, _connection_state(message.payload)))
-                    continue
-                verified = self.verifier.verify(message.payload, typ=_TYPES[kind], issuer=vin, kid=vin)
-                if kind is TopicKind.STATUS:
-                    status = parse_body(StatusSnapshot, verified.body)
-                    write = StatusWrite(
-                        seq_stream(vin, kind), verified.seq, vin, status.model_dump_json(), status.privacy_mode.value,
-                        status.updated_at,
-                    )
-                    statuses.append((message, write))
-                elif kind is TopicKind.EVENTS:
-                    others.append(_Signed(message, kind, verified.seq, parse_body(Event, verified.body)))
-                else:
-                    others.append(_Signed(message, kind, verified.seq, parse_body(CommandResult, verified.body)))
-            except ProtocolError as exc:
-                self._refuse(vin, kind, exc)
-                message.delivery.settle()
+            self._verify_one(message, statuses, others)
+        if pooled:
+            await self._verify_pooled(pooled, statuses)
         if statuses:
             await self._apply_statuses(statuses)
         for signed in others:
@@ -206,6 +198,51 @@ class CarMessages:
                 await self._apply_one(signed)
             finally:
                 structlog.contextvars.unbind_contextvars("vin")
+
+    def _verify_one(
+        self, message: CarMessage, statuses: list[tuple[CarMessage, StatusWrite]], others: list[_Signed]
+    ) -> None:
+        """Verify and parse one message on the loop; a refusal is counted, logged and settled here."""
+        vin, kind = message.topic.key, message.topic.kind
+        try:
+            if kind is TopicKind.CONNECTION:
+                others.append(_Signed(message, kind, 0, _connection_state(message.payload)))
+                return
+            verified = self.verifier.verify(message.payload, typ=_TYPES[kind], issuer=vin, kid=vin)
+            if kind is TopicKind.STATUS:
+                status = parse_body(StatusSnapshot, verified.body)
+                write = StatusWrite(
+                    seq_stream(vin, kind), verified.seq, vin, status.model_dump_json(), status.privacy_mode.value,
+                    status.updated_at,
+                )
+                statuses.append((message, write))
+            elif kind is TopicKind.EVENTS:
+                others.append(_Signed(message, kind, verified.seq, parse_body(Event, verified.body)))
+            else:
+                others.append(_Signed(message, kind, verified.seq, parse_body(CommandResult, verified.body)))
+        except ProtocolError as exc:
+            self._refuse(vin, kind, exc)
+            message.delivery.settle()
+
+    async def _verify_pooled(self, pooled: list[CarMessage], statuses: list[tuple[CarMessage, StatusWrite]]) -> None:
+        """Statuses verified by the worker processes (on the loop when the pool is gone)."""
+        assert self.pool is not None  # only called with a pool
+        checks = await self.pool.check([(m.topic.key, m.payload) for m in pooled], self.verifier.clock.now())
+        if checks is None:
+            for n, message in enumerate(pooled):
+                if n and n % _YIELD_EVERY == 0:
+                    await asyncio.sleep(0)
+                self._verify_one(message, statuses, [])
+            return
+        for message, check in zip(pooled, checks, strict=True):
+            vin = message.topic.key
+            if check.refused is not None:
+                self._refuse(vin, TopicKind.STATUS, ProtocolError(check.refused, check.detail))
+                message.delivery.settle()
+                continue
+            stream = seq_stream(vin, TopicKind.STATUS)
+            write = StatusWrite(stream, check.seq, vin, check.status_json, check.privacy_mode, check.updated_at)
+            statuses.append((message, write))
 
     # -- the registry, with retries --------------------------------------------------------------------------
     async def _retrying(self, what: str, step: Callable[[], Awaitable[T]]) -> T:

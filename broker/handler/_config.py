@@ -57,6 +57,11 @@ class HandlerConfig(BaseModel):
     #: MQTT 5 Receive Maximum: how many unacknowledged messages the broker may send this process at once (with
     #: MQTT 3.1.1 the broker's `max_inflight_messages` decides). Bounds what the cloud holds unacknowledged.
     receive_maximum: int = Field(default=2000, ge=1, le=65_535)
+    #: Worker processes that verify car statuses (signature, claims, body) beside the event loop, which then only
+    #: moves messages and writes the registry (see `broker.handler._verifypool`); 0: verify on the event loop.
+    #: Verification is most of a status's CPU and CPython runs one thread at a time: this is how one cloud
+    #: process uses more than one core for it.
+    verify_processes: int = Field(default=0, ge=0, le=64)
     #: How long a batch is retried while the registry is unavailable (locked, connection lost, deadlock); after
     #: that the cloud reconnects without acknowledging it, so the broker delivers it again.
     store_retry_s: float = Field(default=30.0, gt=0)

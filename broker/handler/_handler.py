@@ -51,6 +51,7 @@ from ._directory import ClientDirectory
 from ._mqtt import Delivery, MqttLink, PublishFailed, Subscription
 from ._push import Pusher, describe_error
 from ._stats import HandlerStats
+from ._verifypool import VerifyPool
 
 __all__ = ["CloudHandler", "quiet_sql_debug_logs"]
 
@@ -172,6 +173,14 @@ class CloudHandler:
     # -- lifecycle -------------------------------------------------------------------------------------------
     async def __aenter__(self) -> Self:
         cfg = self.config
+        if cfg.verify_processes > 0:
+            verifier = self.cars.verifier
+            pool = VerifyPool(
+                cfg.verify_processes, self.fleet_keys, audience=verifier.audience, skew_s=verifier.skew_s,
+                max_bytes=verifier.max_bytes,
+            )
+            await pool.__aenter__()
+            self.cars.pool = pool
         self._car_queues = [asyncio.Queue(cfg.worker_queue_size) for _ in range(cfg.car_workers)]
         self._app_queues = [asyncio.Queue(cfg.worker_queue_size) for _ in range(cfg.app_workers)]
         group = asyncio.TaskGroup()
@@ -204,6 +213,9 @@ class CloudHandler:
         if group is not None:
             with contextlib.suppress(asyncio.CancelledError):
                 await group.__aexit__(None, None, None)
+        pool, self.cars.pool = self.cars.pool, None
+        if pool is not None:
+            await pool.__aexit__(None, None, None)
         log.info("cloud.stopped", **self.stats.as_dict())
 
     async def wait_ready(self, timeout: float) -> None:

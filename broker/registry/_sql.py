@@ -622,7 +622,9 @@ class SqlRegistry:
                 "INSERT INTO commands (id, user_id, request_id, vin, op, params, state, created_at,"
                 " expires_at, updated_at, reason, detail, client_id)"
                 " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
-                " ON CONFLICT (user_id, request_id) DO NOTHING RETURNING id",
+                # No conflict target: two processes inserting the same request at once may collide on the id
+                # as well as on (user, request id), whichever index PostgreSQL checks first.
+                " ON CONFLICT DO NOTHING RETURNING id",
                 c.id, c.user_id, c.request_id, c.vin, c.op, _dumps(c.params), c.state.value, c.created_at,
                 c.expires_at, c.updated_at, c.reason, c.detail, c.client_id,
             )
@@ -632,7 +634,7 @@ class SqlRegistry:
             existing = await tx.fetchone(
                 "SELECT * FROM commands WHERE user_id = ? AND request_id = ?", c.user_id, c.request_id
             )
-        # Cannot happen (commands are never deleted), but say so rather than return a wrong record.
+        # Cannot happen (commands are never deleted, ids are random), but say so rather than return a wrong record.
         if existing is None:  # pragma: no cover
             raise RegistryConflict("command request id conflict without a stored command")
         return _command(existing), False

@@ -140,6 +140,8 @@ def _when(ts: float) -> str:
               help="Simulated seconds per real second (licence reminders, TTLs, lockouts run faster).")
 @click.option("--command-ttl", type=click.FloatRange(min=1), default=60.0, show_default=True,
               help="Seconds a command may wait for its car.")
+@click.option("--verify-processes", type=click.IntRange(min=0, max=64), default=0, show_default=True,
+              help="Worker processes verifying car statuses beside the event loop (0: on the loop).")
 @click.option("--session-expiry", type=click.IntRange(min=0), default=3600, show_default=True,
               help="Seconds the broker keeps the cloud's session (and queues its messages) while it is away.")
 def run_command(
@@ -158,6 +160,7 @@ def run_command(
     time_scale: float,
     command_ttl: float,
     session_expiry: int,
+    verify_processes: int,
 ) -> None:
     """Run the cloud against --broker until Ctrl-C: verify and apply what cars send, answer apps, send commands."""
     from broker.cloud import CloudConfig, CloudServices, ServerSecret
@@ -183,6 +186,7 @@ def run_command(
             shared_subscriptions=shared_subscriptions,
             protocol="5" if mqtt_version == "5" else "3.1.1",
             session_expiry_s=session_expiry,
+            verify_processes=verify_processes,
         )
     except ValueError as exc:
         raise click.ClickException(f"--shared-subscriptions: {exc}") from None
