@@ -162,7 +162,9 @@ class CarMessages:
 
     def _refuse(self, vin: str, kind: TopicKind, error: ProtocolError) -> None:
         self._stats.refused[error.reason.value] += 1
-        log.warning("car.refused", vin=vin, kind=kind.value, reason=error.reason.value, detail=error.detail)
+        # A duplicate is what redelivery brings (after a reconnect, a car's outbox); anything else is a warning.
+        level = log.info if error.reason is RefusalReason.DUPLICATE else log.warning
+        level("car.refused", vin=vin, kind=kind.value, reason=error.reason.value, detail=error.detail)
 
     async def handle(self, topic: ParsedTopic, payload: bytes) -> bool:
         """Verify and apply one message from a car topic (a batch of one); True when it was applied."""

@@ -33,6 +33,7 @@ import paho.mqtt.client as paho
 import structlog
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
+from paho.mqtt.subscribeoptions import SubscribeOptions
 
 from ._config import HandlerConfig
 from ._stats import HandlerStats
@@ -283,9 +284,17 @@ class MqttLink:
             self._ledger = None
 
     async def _serve(self, client: aiomqtt.Client) -> None:
+        v5 = self.config.protocol == "5"
         async with asyncio.timeout(self.config.connect_timeout_s):
             for sub in self._subscriptions:
-                granted = await client.subscribe(sub.topic_filter, qos=sub.qos)
+                if v5:
+                    # Retained messages only for a new subscription: after a reconnect with a kept session the
+                    # broker has queued what changed, and every car's retained status again would only come back
+                    # as duplicates.
+                    options = SubscribeOptions(qos=sub.qos, retainHandling=SubscribeOptions.RETAIN_SEND_IF_NEW_SUB)
+                    granted = await client.subscribe(sub.topic_filter, options=options)
+                else:
+                    granted = await client.subscribe(sub.topic_filter, qos=sub.qos)
                 if not _granted(granted):
                     raise aiomqtt.MqttError(f"subscription to {sub.topic_filter!r} refused by the broker")
         self._client = client
