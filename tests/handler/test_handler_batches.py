@@ -147,3 +147,18 @@ async def test_when_the_store_stays_away_the_cloud_reconnects_and_the_broker_del
         state = await stack.services.registry.get_vehicle_state(LEON)
         assert state is not None
         assert state.updated_at == stack.clock.now()
+
+
+async def test_after_a_reconnect_with_a_kept_session_retained_statuses_do_not_come_back(
+    mosquitto: MosquittoBroker, registry_url: str
+) -> None:
+    config = HandlerConfig(session_expiry_s=60, car_workers=1, app_workers=1)
+    async with cloud_stack(mosquitto, registry_url, config=config) as stack, stack.car(LEON) as car:
+        await car.publish("status", car.sign(MessageType.STATUS, status(at=stack.clock.now())), retain=True)
+        await stack.wait(lambda s: s.applied["status"] == 1)
+        stack.handler.link.reconnect("test")
+        await stack.handler.link.wait_connects(2, timeout=WAIT)
+        # The same car's next status reaches the same worker after anything the broker resent on subscribing.
+        await car.publish("status", car.sign(MessageType.STATUS, status(at=stack.clock.now() + 1)), retain=True)
+        await stack.wait(lambda s: s.applied["status"] == 2)
+        assert stack.stats.refused == {}
