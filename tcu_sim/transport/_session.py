@@ -178,6 +178,9 @@ class TcuSession:
             tls=self._tls,
         )
         try:
+            if self.seq.needs_reserve:
+                # The first status would create the seq file on the event loop, among thousands of handshakes.
+                await asyncio.to_thread(self.seq.reserve)
             async with asyncio.TaskGroup() as tg:
                 tg.create_task(self._connection_loop(address), name=f"tcu[{self.vin}].connection")
                 tg.create_task(self._status_loop(), name=f"tcu[{self.vin}].status_loop")
