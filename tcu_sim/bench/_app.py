@@ -60,17 +60,21 @@ class CloudProcess(ChildProcess):
         """Wait for the cloud's "connected and subscribed" line."""
         await self.wait_for_line(r"connected and subscribed", timeout)
 
-    async def wait_idle(self, *, below_core: float = 0.15, window_s: float = 1.0, timeout: float = 120.0) -> float:
+    async def wait_idle(
+        self, *, below_core: float = 0.15, window_s: float = 1.0, quiet_windows: int = 3, timeout: float = 180.0
+    ) -> float:
         """Wait until the cloud has worked through its start-up backlog (every car's retained status and
-        connection message): its CPU over `window_s` falls below `below_core`. Returns the seconds waited."""
+        connection message): its CPU stays below `below_core` for `quiet_windows` windows of `window_s` in a
+        row (one quiet second can fall between its subscribing and the flood). Returns the seconds waited."""
         process = self.psutil()
         started = time.monotonic()
-        while time.monotonic() - started < timeout:
+        quiet = 0
+        while quiet < quiet_windows and time.monotonic() - started < timeout:
             before = process.cpu_times()
             await asyncio.sleep(window_s)
             after = process.cpu_times()
-            if (after.user + after.system - before.user - before.system) / window_s < below_core:
-                break
+            busy = (after.user + after.system - before.user - before.system) / window_s
+            quiet = quiet + 1 if busy < below_core else 0
         return time.monotonic() - started
 
 

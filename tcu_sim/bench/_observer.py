@@ -77,6 +77,11 @@ class ConnectionObserver:
         """When each watched car came online (time.monotonic()), sorted."""
         return sorted(t for vin, t in self._online.items() if vin in self._wanted)
 
+    def curve(self, since: float, step_s: float = 5.0) -> list[int]:
+        """How many watched cars came online in each `step_s` after `since` (where a connect phase slows)."""
+        buckets = Counter(int((t - since) // step_s) for t in self.online_times() if t >= since)
+        return [buckets.get(i, 0) for i in range(max(buckets, default=-1) + 1)]
+
     def peak_rate(self, since: float) -> float:
         """The most cars that came online within one second, after `since`."""
         buckets = Counter(int(t - since) for t in self.online_times() if t >= since)

@@ -156,6 +156,9 @@ async def _cpu_over(processes: dict[str, psutil.Process], window_s: float) -> di
     busy_after = sum(machine_after) - machine_after.idle - getattr(machine_after, "iowait", 0.0)
     busy_before = sum(machine_before) - machine_before.idle - getattr(machine_before, "iowait", 0.0)
     out["machine"] = (busy_after - busy_before) / elapsed
+    # Everything else on the machine (other jobs; the bench process itself included): on a shared machine the
+    # figures of a window only mean something next to this.
+    out["others"] = max(0.0, out["machine"] - sum(v for k, v in out.items() if k != "machine"))
     return out
 
 
@@ -217,6 +220,7 @@ async def run_size(
             report.add("P4.cold", "cold start from process spawn", last_online - proc.started_at, "s",
                        note="incl. interpreter, state check, key loading")
             report.add("P4.rate", "connect rate (peak per second)", observer.peak_rate(started), "cars/s")
+            report.details["connect_curve_per_5s"] = observer.curve(started)
             say(f"{size} cars: all online {connect_s:.1f} s after start")
 
             # 2. steady state
@@ -236,6 +240,8 @@ async def run_size(
             report.add("P1.rss", "fleet RSS total", rss / KIB / KIB, "MiB")
             report.add("P1.online", "cars online during the window", float(observer.online_count), "cars",
                        target=f"= {size}", check=at_least(size))
+            report.add("P1.others", "other CPU load on the machine", cpu["others"], "core",
+                       note="not fleet or broker, during the window (2 cores in all)")
             report.details["steady_cpu"] = {k: round(v, 4) for k, v in cpu.items()}
             say(f"{size} cars: fleet {cpu['fleet']:.3f} core, {rss / size / KIB:.1f} KiB/car")
 
@@ -269,6 +275,7 @@ async def run_size(
                 await _storm(report, broker, observer, proc, options, cap)
             else:
                 report.missing("P4.storm", "storm: all back after restart", "s", "skipped (--no-storm)")
+            report.details["fleet_log_events"] = dict(proc.events.most_common(12))
             if not proc.running:
                 raise BenchProcessError(f"the fleet process ended during the run:\n{proc.tail()}")
     return report
@@ -336,7 +343,8 @@ async def _storm(
     failed = proc.events["connect failed"] - failed_before
     report.add("P4.storm_failed", "storm: failed connect attempts", float(failed), "attempts",
                note="while the broker was down or busy")
-    report.details["storm"] = {"kill_to_all_s": round(last - killed_at, 3), "restart_s": round(up_at - killed_at, 3)}
+    report.details["storm"] = {"kill_to_all_s": round(last - killed_at, 3), "restart_s": round(up_at - killed_at, 3),
+                               "curve_per_5s": observer.curve(up_at)}
     options.progress(f"{size} cars: back {last - up_at:.1f} s after the broker restart")
 
 

@@ -26,7 +26,7 @@ pytestmark = pytest.mark.mosquitto
 CARS = 20
 PER_SIZE = (
     "P4.connect", "P4.connect_fleet", "P4.cold", "P4.rate",
-    "P1.cpu", "P1.rss_car", "P1.rss", "P1.online", "P1.cpu_load",
+    "P1.cpu", "P1.rss_car", "P1.rss", "P1.online", "P1.others", "P1.cpu_load",
     "P1.rtt.p50", "P1.rtt.p99", "P1.rtt.ok",
     "P2.p50", "P2.p99", "P2.ok", "P2.cloud_cpu",
     "P4.storm", "P4.storm_rate", "P4.storm_failed",
