@@ -407,8 +407,14 @@ def fleet_factory(request: pytest.FixtureRequest, tcu_sandbox: Sandbox) -> Fleet
 @pytest_asyncio.fixture
 async def fleet(request: pytest.FixtureRequest, tcu_sandbox: Sandbox, tcu_fleet_config: FleetConfig) -> SimFleet:
     """The test's fleet (see `tcu_fleet_config`), running: every car that starts with a signal is online."""
+    from ._errors import HarnessError
+
     _, options = _fleet_marker(request)
-    return await tcu_sandbox.start_fleet(tcu_fleet_config, proxy=str(options.get("proxy", "none")))
+    try:
+        return await tcu_sandbox.start_fleet(tcu_fleet_config, proxy=str(options.get("proxy", "none")))
+    except HarnessError as exc:  # a fleet that cannot start: say why, without the harness's traceback
+        problem = f"{type(exc).__name__}: {exc}"
+    pytest.fail(f"tcu-sim: fleet {tcu_fleet_config.name!r} did not start: {problem}", pytrace=False)
 
 
 @pytest.fixture

@@ -48,7 +48,7 @@ def test_the_doc_test_files_pass(pytester: pytest.Pytester) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(text, encoding="utf-8")
     tests = sum(len(re.findall(r"^async def test_", text, re.MULTILINE)) for text in files.values())
-    result = pytester.runpytest_subprocess("-p", "no:cacheprovider", "-n", "2")
+    result = pytester.runpytest_subprocess("-p", "no:cacheprovider", "-n", "2", "--timeout", "60", timeout=150)
     result.assert_outcomes(passed=tests)
 
 

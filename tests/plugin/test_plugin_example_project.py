@@ -17,6 +17,13 @@ pytest_plugins = ["pytester"]
 
 EXAMPLE = Path(__file__).resolve().parents[1] / "plugin_example"
 EXAMPLE_TESTS = 6
+# A hung example test dumps its stacks (pytest-timeout) and the run ends well before this test's own timeout.
+RUN = ("-p", "no:cacheprovider", "--timeout", "60")
+
+
+def run(pytester: pytest.Pytester, *args: str) -> pytest.RunResult:
+    """Run pytest on the project in a subprocess (the plugin comes from the installed entry point)."""
+    return pytester.runpytest_subprocess(*RUN, *args, timeout=150)
 
 
 @pytest.fixture
@@ -29,13 +36,13 @@ def project(pytester: pytest.Pytester) -> pytest.Pytester:
 
 def test_the_example_project_passes_on_two_workers(project: pytest.Pytester) -> None:
     # Two xdist workers, each with its brokers on free ports and its state under its own basetemp.
-    result = project.runpytest_subprocess("-p", "no:cacheprovider", "-n", "2", "--tcu-seed", "5")
+    result = run(project, "-n", "2", "--tcu-seed", "5")
     result.assert_outcomes(passed=EXAMPLE_TESTS)
     result.stdout.fnmatch_lines(["tcu-sim: broker=mosquitto, scope=function, seed=5, timeout=10s"])
 
 
 def test_one_broker_for_the_whole_session(project: pytest.Pytester) -> None:
-    result = project.runpytest_subprocess("-p", "no:cacheprovider", "--tcu-scope", "session", "-v")
+    result = run(project, "--tcu-scope", "session", "-v")
     result.assert_outcomes(passed=EXAMPLE_TESTS)
     result.stdout.fnmatch_lines(["tcu-sim: broker=mosquitto, scope=session*"])
 
@@ -44,7 +51,7 @@ SOME = "-k", "lock_and_unlock or without_network or stranger or crashes"
 
 
 def test_the_embedded_broker(project: pytest.Pytester) -> None:
-    result = project.runpytest_subprocess("-p", "no:cacheprovider", "--tcu-broker", "embedded", *SOME)
+    result = run(project, "--tcu-broker", "embedded", *SOME)
     result.assert_outcomes(passed=4)
 
 
@@ -65,7 +72,7 @@ def open_broker() -> Iterator[str]:
 
 
 def test_an_external_broker(project: pytest.Pytester, open_broker: str) -> None:
-    result = project.runpytest_subprocess("-p", "no:cacheprovider", "-n", "2", "--tcu-broker", open_broker, *SOME)
+    result = run(project, "-n", "2", "--tcu-broker", open_broker, *SOME)
     result.assert_outcomes(passed=3, skipped=1)  # nobody may crash a broker they do not run
 
 
@@ -88,7 +95,7 @@ async def test_wait_for_a_state_that_never_comes(car: SimCar) -> None:
 def test_a_failing_helper_says_what_happened(pytester: pytest.Pytester) -> None:
     pytester.makeini("[pytest]\nasyncio_mode = auto\nasyncio_default_fixture_loop_scope = function\n")
     pytester.makepyfile(test_failing=FAILING)
-    result = pytester.runpytest_subprocess("-p", "no:cacheprovider")
+    result = run(pytester)
     result.assert_outcomes(failed=2)
     result.stdout.fnmatch_lines(
         [
@@ -107,7 +114,7 @@ def test_a_failing_helper_says_what_happened(pytester: pytest.Pytester) -> None:
 
 
 def test_bad_options_and_fleets_say_how_to_fix_them(pytester: pytest.Pytester) -> None:
-    result = pytester.runpytest_subprocess("-p", "no:cacheprovider", "--tcu-scope", "galaxy")
+    result = run(pytester, "--tcu-scope", "galaxy")
     assert result.ret == pytest.ExitCode.USAGE_ERROR
     result.stderr.fnmatch_lines(["*--tcu-scope 'galaxy': use one of function, module, package, session*"])
 
@@ -126,7 +133,7 @@ async def test_broken(fleet):
     pass
 """
     )
-    result = pytester.runpytest_subprocess("-p", "no:cacheprovider")
+    result = run(pytester)
     result.assert_outcomes(errors=2)
     result.stdout.fnmatch_lines(["*tcu-sim: missing.yaml: no such fleet file*"])
     result.stdout.fnmatch_lines(["*broken.yaml:4:25: groups[[]0[]].count: Input should be greater than or equal to 1*"])
