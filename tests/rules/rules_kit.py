@@ -117,19 +117,21 @@ async def garage(user: SimUser) -> dict[str, tuple[str, str]]:
 # --- the car ----------------------------------------------------------------------------------------------------
 
 
-async def wait_notification(car: SimCar, text: str, *, timeout: float = WAIT) -> str:
-    """The message shown in the car's infotainment that contains `text`, waiting until the car shows one."""
+async def wait_notification(car: SimCar, text: str, *, count: int = 1, timeout: float = WAIT) -> str:
+    """The latest message shown in the car's infotainment that contains `text`, once the car shows `count` such
+    messages (its infotainment keeps the latest 20), waiting until it does."""
     session = car.session
     try:
         async with asyncio.timeout(timeout):
             while True:
-                for message in car.vehicle.notifications:
-                    if text in message:
-                        return message
+                shown = [message for message in car.vehicle.notifications if text in message]
+                if len(shown) >= count:
+                    return shown[-1]
                 await session.wait_for_change()
     except TimeoutError:
         raise AssertionError(
-            f"car {car.vin}: no message containing {text!r} within {timeout:g} s; it shows {car.vehicle.notifications}"
+            f"car {car.vin}: not {count} message(s) containing {text!r} within {timeout:g} s; it shows "
+            f"{car.vehicle.notifications}"
         ) from None
 
 
