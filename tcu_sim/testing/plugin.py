@@ -34,12 +34,16 @@ import secrets
 from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal, cast
+from typing import TYPE_CHECKING, Any, Literal, TypeVar, cast
 
 import pytest
-import pytest_asyncio
 
 from ._factories import AppUserFactory, FleetFactory
+
+try:
+    import pytest_asyncio
+except ImportError:  # tcu-sim installed without its test extras: keep every other pytest run working
+    pytest_asyncio = None  # type: ignore[assignment]  # checked in async_fixture()
 
 if TYPE_CHECKING:  # imported lazily below: a broken import here would break every pytest run in the venv
     from broker.cloud import CloudConfig
@@ -233,6 +237,25 @@ def require_mosquitto() -> Path:
 
 # --- the tcu-sim system as fixtures ----------------------------------------------------------------------------
 
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def async_fixture(func: F) -> F:
+    """`pytest_asyncio.fixture`, or — without pytest-asyncio — a fixture that fails saying what to install."""
+    if pytest_asyncio is not None:
+        return cast(F, pytest_asyncio.fixture(func))
+
+    def missing() -> None:
+        pytest.fail(
+            f"tcu-sim: the {func.__name__} fixture needs pytest-asyncio (pip install pytest-asyncio) and async "
+            "tests (asyncio_mode = auto, or @pytest.mark.asyncio)",
+            pytrace=False,
+        )
+
+    missing.__doc__ = func.__doc__
+    return cast(F, pytest.fixture(name=func.__name__)(missing))
+
+
 
 @pytest.fixture(scope="session")
 def tcu_settings(pytestconfig: pytest.Config) -> TcuSettings:
@@ -321,7 +344,7 @@ def tcu_cloud_config() -> CloudConfig | None:
     return None
 
 
-@pytest_asyncio.fixture
+@async_fixture
 async def tcu_sandbox(
     request: pytest.FixtureRequest,
     mqtt_broker: SimBroker,
@@ -404,7 +427,7 @@ def fleet_factory(request: pytest.FixtureRequest, tcu_sandbox: Sandbox) -> Fleet
     return make
 
 
-@pytest_asyncio.fixture
+@async_fixture
 async def fleet(request: pytest.FixtureRequest, tcu_sandbox: Sandbox, tcu_fleet_config: FleetConfig) -> SimFleet:
     """The test's fleet (see `tcu_fleet_config`), running: every car that starts with a signal is online."""
     from ._errors import HarnessError
@@ -429,7 +452,7 @@ def app_user_factory(tcu_sandbox: Sandbox) -> AppUserFactory:
     return tcu_sandbox.new_user
 
 
-@pytest_asyncio.fixture
+@async_fixture
 async def app_user(tcu_sandbox: Sandbox) -> SimUser:
     """A registered, verified, logged-in app user (`driver@example.com`, S-PIN `app_user.spin`) with a
     connected app: `await app_user.enrol(car)`, `await app_user.command(car, "lock")`."""
@@ -459,7 +482,7 @@ def mqtt_pki(tmp_path_factory: pytest.TempPathFactory) -> FleetPKI:
     return pki
 
 
-@pytest_asyncio.fixture
+@async_fixture
 async def mosquitto(mqtt_pki: FleetPKI, tmp_path: Path) -> AsyncIterator[MosquittoBroker]:
     """A running Mosquitto with the tcu-sim configuration, stopped after the test."""
     from ._mosquitto import MosquittoBroker
@@ -488,7 +511,7 @@ def mosquitto_factory(mqtt_pki: FleetPKI, tmp_path: Path) -> Iterator[Callable[.
         broker.kill_now()  # a broker the test left running would outlive it
 
 
-@pytest_asyncio.fixture
+@async_fixture
 async def amqtt_broker() -> AsyncIterator[EmbeddedBroker]:
     """A running embedded (amqtt) broker in open mode: plaintext, anonymous, no ACLs."""
     from broker.embedded import EmbeddedBroker

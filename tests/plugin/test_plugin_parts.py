@@ -4,6 +4,7 @@ background loop, options, and what `import tcu_sim` offers."""
 from __future__ import annotations
 
 import asyncio
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -150,3 +151,24 @@ def test_import_tcu_sim_stays_cheap() -> None:
     code = "import sys, tcu_sim; print(sorted(m for m in sys.modules if m.startswith(('broker', 'aiomqtt'))))"
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=ROOT)
     assert done.stdout.strip() == "[]"
+
+
+def test_without_pytest_asyncio_other_tests_still_run(tmp_path: Path) -> None:
+    # The plugin loads in every pytest run of the environment: without pytest-asyncio it must not break them.
+    shadow = tmp_path / "shadow"
+    shadow.mkdir()
+    (shadow / "pytest_asyncio.py").write_text('raise ImportError("pytest-asyncio is not installed")\n')
+    project = tmp_path / "project"
+    project.mkdir()
+    (project / "test_plain.py").write_text("def test_plain():\n    pass\n\n\ndef test_car(car):\n    pass\n")
+    done = subprocess.run(
+        [sys.executable, "-m", "pytest", "-p", "no:asyncio", "-p", "no:cacheprovider", "-q", "-p", "no:xdist"],
+        cwd=project,
+        env={**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(shadow), os.environ.get("PYTHONPATH")]))},
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert "1 passed, 1 error" in done.stdout, done.stdout + done.stderr
+    assert "the fleet fixture needs pytest-asyncio (pip install pytest-asyncio)" in done.stdout
