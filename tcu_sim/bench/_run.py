@@ -140,6 +140,39 @@ async def _settle(*tasks: asyncio.Task[Any] | None) -> None:
     await asyncio.gather(*running, return_exceptions=True)
 
 
+@dataclass(frozen=True, slots=True)
+class _CpuMark:
+    """CPU seconds used so far: the fleet process, its event-loop thread, the broker, the whole machine."""
+
+    fleet: float
+    loop: float
+    broker: float
+    machine: float
+    at: float
+
+    @classmethod
+    def take(cls, fleet: psutil.Process, broker: psutil.Process) -> _CpuMark:
+        f, b, m = fleet.cpu_times(), broker.cpu_times(), psutil.cpu_times()
+        # The main thread's id is the process id: the thread that runs the event loop, under the GIL.
+        loop = next((t.user_time + t.system_time for t in fleet.threads() if t.id == fleet.pid), 0.0)
+        busy = sum(m) - m.idle - getattr(m, "iowait", 0.0)
+        return cls(f.user + f.system, loop, b.user + b.system, busy, time.monotonic())
+
+
+def _connect_cpu(report: SizeReport, prefix: str, what: str, before: _CpuMark, after: _CpuMark, cars: int) -> None:
+    """CPU per car of a connect phase, and the floor it sets on an idle 2-core machine (what the wall-clock
+    figure would approach without other load): the loop thread cannot go faster than its own CPU time, and
+    fleet and broker together cannot use more than the two cores."""
+    fleet, loop, broker = after.fleet - before.fleet, after.loop - before.loop, after.broker - before.broker
+    elapsed = max(after.at - before.at, 1e-9)
+    others = max(0.0, (after.machine - before.machine) - fleet - broker) / elapsed
+    report.add(f"{prefix}.cpu_fleet", f"{what}: fleet CPU per car", fleet / cars * 1000, "ms",
+               note=f"of which its event-loop thread {loop / cars * 1000:.2f} ms")
+    report.add(f"{prefix}.cpu_broker", f"{what}: broker CPU per car", broker / cars * 1000, "ms")
+    report.add(f"{prefix}.floor", f"{what}: CPU-bound floor, idle 2 cores", max(loop, (fleet + broker) / 2), "s",
+               note=f"other load meanwhile {others:.2f} core")
+
+
 async def _cpu_over(processes: dict[str, psutil.Process], window_s: float) -> dict[str, float]:
     """Cores each process used over `window_s` (and the whole machine's busy cores, key "machine")."""
     before = {name: p.cpu_times() for name, p in processes.items()}
@@ -211,7 +244,10 @@ async def run_size(
             # 1. connect
             await proc.wait_for_event("fleet started", 1, options.connect_timeout_s)
             started = proc.first_seen["fleet started"]
+            fleet_ps = proc.psutil()
+            mark = _CpuMark.take(fleet_ps, broker_proc)
             last_online = await observer.wait_all_online(options.connect_timeout_s)
+            online_mark = _CpuMark.take(fleet_ps, broker_proc)
             _, match = await proc.wait_for_line(r"cars online after ([0-9.]+) s", 60)
             connect_s = last_online - started
             report.add("P4.connect", "connect: all online (observer)", connect_s, "s", target="≤ 60 s @10k",
@@ -221,11 +257,11 @@ async def run_size(
                        note="incl. interpreter, state check, key loading")
             report.add("P4.rate", "connect rate (peak per second)", observer.peak_rate(started), "cars/s")
             report.details["connect_curve_per_5s"] = observer.curve(started)
+            _connect_cpu(report, "P4", "connect", mark, online_mark, size)
             say(f"{size} cars: all online {connect_s:.1f} s after start")
 
             # 2. steady state
             await asyncio.sleep(options.settle_s)
-            fleet_ps = proc.psutil()
             profile = _profile(options, proc.pid, f"{size}-fleet-steady", options.cpu_window_s)
             try:
                 cpu = await _cpu_over({"fleet": fleet_ps, "broker": broker_proc}, options.cpu_window_s)
@@ -331,6 +367,8 @@ async def _storm(
     await asyncio.sleep(options.outage_s)
     await broker.start()
     up_at = time.monotonic()
+    fleet_ps, broker_ps = proc.psutil(), psutil.Process(broker.pid)
+    mark = _CpuMark.take(fleet_ps, broker_ps)
     try:
         last = await observer.wait_all_online(options.storm_timeout_s)
     except TimeoutError as exc:
@@ -339,6 +377,7 @@ async def _storm(
         return
     report.add("P4.storm", "storm: all back after restart", last - up_at, "s", target=f"≤ {2 * cap:g} s (2x cap)",
                check=at_most(2 * cap), note=f"broker down {options.outage_s:g} s; backoff cap {cap:g} s")
+    _connect_cpu(report, "P4.storm", "storm", mark, _CpuMark.take(fleet_ps, broker_ps), size)
     report.add("P4.storm_rate", "storm: peak reconnects per second", observer.peak_rate(up_at), "cars/s")
     failed = proc.events["connect failed"] - failed_before
     report.add("P4.storm_failed", "storm: failed connect attempts", float(failed), "attempts",
