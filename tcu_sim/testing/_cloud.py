@@ -45,8 +45,9 @@ class SimCloud:
     """The cloud of a sandbox (an async context manager). See the module docstring.
 
     `services` are the domain services (`accounts`, `garage`, `commands`, ...), `registry` the store,
-    `handler` the MQTT handler, `stats` its counters. `describe_car(vin)` is set by the sandbox so failure
-    messages can quote the car's own view of itself.
+    `handler` the MQTT handler, `stats` its counters. `registry_url` defaults to a SQLite file in `directory`
+    (a `postgresql://` URL works too). `describe_car(vin)` is set by the sandbox so failure messages can quote
+    the car's own view of itself.
     """
 
     def __init__(
@@ -60,9 +61,11 @@ class SimCloud:
         client_id: str = "cloud",
         config: CloudConfig | None = None,
         handler_config: HandlerConfig | None = None,
+        registry_url: str | None = None,
         ready_timeout: float = 10.0,
     ) -> None:
         self.broker = broker
+        self.registry_url = registry_url or f"sqlite://{Path(directory) / 'registry.db'}"
         self.clock = clock
         self.directory = Path(directory)
         self.rng = rng
@@ -88,9 +91,7 @@ class SimCloud:
 
         self.directory.mkdir(parents=True, exist_ok=True)
         try:
-            registry = await self._stack.enter_async_context(
-                open_registry(f"sqlite://{self.directory / 'registry.db'}", pool_size=4)
-            )
+            registry = await self._stack.enter_async_context(open_registry(self.registry_url, pool_size=4))
             services = CloudServices(
                 registry,
                 self.clock,

@@ -113,7 +113,8 @@ class Sandbox:
     `mosquitto`, `embedded`, `auto` (Mosquitto when installed, else embedded) or an `mqtt://` URL.
     `seed` makes the run repeatable; `name` (a test id) keeps cars and topics of sandboxes that share a broker
     apart while staying the same from run to run. `cloud_config` (`broker.cloud.CloudConfig`) changes the
-    cloud's rules (command TTL, S-PIN lock time, ...).
+    cloud's rules (command TTL, S-PIN lock time, ...), `handler_config` its MQTT handler's settings, and
+    `registry_url` its registry (default: a SQLite file in `directory`).
     """
 
     def __init__(
@@ -127,6 +128,7 @@ class Sandbox:
         topic_prefix: str = "",
         cloud_config: CloudConfig | None = None,
         handler_config: HandlerConfig | None = None,
+        registry_url: str | None = None,
         timeout: float = 10.0,
     ) -> None:
         self.directory = Path(directory)
@@ -138,6 +140,7 @@ class Sandbox:
         self._topic_prefix = topic_prefix
         self._cloud_config = cloud_config
         self._handler_config = handler_config
+        self._registry_url = registry_url
         self.timeout = timeout
         self._broker: SimBroker | None = broker if isinstance(broker, SimBroker) else None
         self._owns_broker = False
@@ -219,6 +222,7 @@ class Sandbox:
                 client_id=client_id,
                 config=self._cloud_config,
                 handler_config=self._handler_config,
+                registry_url=self._registry_url,
                 ready_timeout=self.timeout,
             )
         )
