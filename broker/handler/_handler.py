@@ -29,6 +29,7 @@ import aiomqtt
 import structlog
 
 from broker.cloud import CloudServices
+from tcu_sim._aio import cancel_and_wait
 from tcu_sim.clock import Clock
 from tcu_sim.protocol import (
     CLOUD,
@@ -207,10 +208,11 @@ class CloudHandler:
         with contextlib.suppress(ValueError):
             self.services.ctx.mail_listeners.remove(self.pusher.mail)
         group, self._group = self._group, None
-        for task in self._tasks:
-            task.cancel()
-        self._tasks = []
-        if group is not None:
+        tasks, self._tasks = self._tasks, []
+        stuck = await cancel_and_wait(tasks, timeout=10.0)
+        if stuck:
+            log.error("cloud.tasks_not_stopping", tasks=sorted(t.get_name() for t in stuck))
+        elif group is not None:
             with contextlib.suppress(asyncio.CancelledError):
                 await group.__aexit__(None, None, None)
         pool, self.cars.pool = self.cars.pool, None
@@ -244,6 +246,7 @@ class CloudHandler:
     async def _car_worker(self, queue: asyncio.Queue[CarMessage]) -> None:
         cfg = self.config
         while True:
+            _raise_lost_cancellation()
             batch = [await queue.get()]
             try:
                 await self._fill(queue, batch)
@@ -284,6 +287,7 @@ class CloudHandler:
 
     async def _app_worker(self, queue: asyncio.Queue[_Item]) -> None:
         while True:
+            _raise_lost_cancellation()
             parsed, payload, delivery = await queue.get()
             client_id = parsed.key
             structlog.contextvars.clear_contextvars()
@@ -367,4 +371,13 @@ class CloudHandler:
                 self.stats.handler_errors += 1
                 log.error(f"{name}.failed", **describe_error(exc))
             await self.clock.sleep(interval)
+
+
+def _raise_lost_cancellation() -> None:
+    """Python 3.11's `asyncio.wait_for` (inside aiomqtt) can swallow a cancellation that races a completing
+    operation: the task is still marked as cancelling but goes on. A worker loop calls this on every turn so
+    that a stop it was asked for is never lost (a lost one hung the handler's shutdown)."""
+    task = asyncio.current_task()
+    if task is not None and task.cancelling():
+        raise asyncio.CancelledError
 

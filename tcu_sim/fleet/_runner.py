@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import ssl
 import time
 from collections.abc import Callable, Sequence
@@ -14,6 +13,7 @@ from urllib.parse import unquote, urlsplit
 
 import structlog
 
+from tcu_sim._aio import cancel_and_wait
 from tcu_sim.clock import Clock
 from tcu_sim.fleet._expand import CarSpec
 from tcu_sim.fleet._state import StateDir
@@ -192,11 +192,9 @@ class FleetRunner:
         return self
 
     async def __aexit__(self, *exc: object) -> None:
-        for task in self._tasks:
-            task.cancel()
-        for task in self._tasks:
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        stuck = await cancel_and_wait(self._tasks, timeout=15.0)
+        if stuck:
+            log.error("fleet: cars not stopping", tasks=len(stuck))
         self._tasks.clear()
         if self.faults is not None:
             await self.faults.detach()  # after the cars: closing a proxy first would drop them all at once
