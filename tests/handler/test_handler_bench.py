@@ -1,0 +1,24 @@
+"""The P3 measurement (`broker.handler._bench`) runs end to end and accounts for every message — what `make bench`
+relies on. Only its bookkeeping is checked here: how fast it went is measured by the bench, never asserted."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from broker.handler import HandlerConfig
+from broker.handler._bench import measure_status_throughput
+from tcu_sim.testing.plugin import require_mosquitto
+
+
+async def test_the_p3_measurement_accounts_for_every_message(tmp_path: Path) -> None:
+    require_mosquitto()
+    result = await measure_status_throughput(
+        messages=300, cars=30, duplicates=20, workdir=tmp_path,
+        config=HandlerConfig(client_id="cloud-p3-test", session_expiry_s=60, car_workers=2),
+    )
+    assert result.applied == 300
+    assert result.refused_duplicate == 20
+    assert result.newest_stored == 30
+    assert result.none_lost, result.as_dict()
+    assert result.batches >= 1
+    assert "none lost" in result.summary()
