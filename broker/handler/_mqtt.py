@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import contextlib
 import random
 import ssl
 from collections.abc import Awaitable, Callable, Sequence
@@ -284,20 +285,56 @@ class MqttLink:
             self._ledger = None
 
     async def _serve(self, client: aiomqtt.Client) -> None:
-        v5 = self.config.protocol == "5"
-        async with asyncio.timeout(self.config.connect_timeout_s):
-            for sub in self._subscriptions:
-                if v5:
-                    # Retained messages only for a new subscription: after a reconnect with a kept session the
-                    # broker has queued what changed, and every car's retained status again would only come back
-                    # as duplicates.
-                    options = SubscribeOptions(qos=sub.qos, retainHandling=SubscribeOptions.RETAIN_SEND_IF_NEW_SUB)
-                    granted = await client.subscribe(sub.topic_filter, options=options)
-                else:
-                    granted = await client.subscribe(sub.topic_filter, qos=sub.qos)
-                if not _granted(granted):
-                    raise aiomqtt.MqttError(f"subscription to {sub.topic_filter!r} refused by the broker")
         self._client = client
+        manual = self.config.ack_after_apply
+        # `_client`: the paho client aiomqtt wraps (it has no manual-ack API of its own).
+        ledger = self._ledger = AckLedger(client._client if manual else None, self._stats)
+        # Messages are taken (and settled) while the subscriptions are still being made: a broker may deliver
+        # retained messages and wait for their PUBACKs before it grants the subscription (amqtt does).
+        subscribing = asyncio.create_task(self._subscribe(client), name="cloud.mqtt.subscribe")
+        try:
+            queue, messages = self._queue, client.messages
+            while True:
+                # Straight from the queue while it holds messages; aiomqtt's iterator (which also notices a lost
+                # connection) only when it is empty.
+                if queue is not None and not queue.empty():
+                    message = queue.get_nowait()
+                else:
+                    message = await anext(messages)
+                await self._sink(message, ledger.track(message))
+        except aiomqtt.MqttError:
+            if subscribing.done() and not subscribing.cancelled() and subscribing.exception() is not None:
+                raise aiomqtt.MqttError(str(subscribing.exception())) from None
+            raise
+        finally:
+            if not subscribing.done():
+                subscribing.cancel()
+            with contextlib.suppress(asyncio.CancelledError, aiomqtt.MqttError, TimeoutError):
+                await subscribing
+
+    async def _subscribe(self, client: aiomqtt.Client) -> None:
+        """Subscribe to every filter; then the link counts as connected. A refusal or a timeout drops the
+        connection (the run loop reconnects)."""
+        v5 = self.config.protocol == "5"
+        try:
+            async with asyncio.timeout(self.config.connect_timeout_s):
+                for sub in self._subscriptions:
+                    if v5:
+                        # Retained messages only for a new subscription: after a reconnect with a kept session
+                        # the broker has queued what changed, and every car's retained status again would only
+                        # come back as duplicates.
+                        options = SubscribeOptions(
+                            qos=sub.qos, retainHandling=SubscribeOptions.RETAIN_SEND_IF_NEW_SUB
+                        )
+                        granted = await client.subscribe(sub.topic_filter, options=options)
+                    else:
+                        granted = await client.subscribe(sub.topic_filter, qos=sub.qos)
+                    if not _granted(granted):
+                        raise aiomqtt.MqttError(f"subscription to {sub.topic_filter!r} refused by the broker")
+        except (aiomqtt.MqttError, TimeoutError) as exc:
+            self.last_error = f"subscribe: {exc or type(exc).__name__}"
+            client._client.disconnect()  # paho's: the message loop notices it
+            raise aiomqtt.MqttError(self.last_error) from None
         self._attempt = 0
         self.last_error = None
         self._stats.connects += 1
@@ -305,18 +342,6 @@ class MqttLink:
         await self._notify()
         log.info("cloud.connected", broker=f"{self.host}:{self.port}", client_id=self.config.client_id,
                  subscriptions=[s.topic_filter for s in self._subscriptions])
-        manual = self.config.ack_after_apply
-        # `_client`: the paho client aiomqtt wraps (it has no manual-ack API of its own).
-        ledger = self._ledger = AckLedger(client._client if manual else None, self._stats)
-        queue, messages = self._queue, client.messages
-        while True:
-            # Straight from the queue while it holds messages; aiomqtt's iterator (which also notices a lost
-            # connection) only when it is empty.
-            if queue is not None and not queue.empty():
-                message = queue.get_nowait()
-            else:
-                message = await anext(messages)
-            await self._sink(message, ledger.track(message))
 
     def reconnect(self, reason: str) -> None:
         """Drop the connection without acknowledging what is still unsettled, and connect again: with a kept
