@@ -156,14 +156,25 @@ class MqttLink:
 
     # --- public API -------------------------------------------------------------------------------------------
 
-    async def connect(self, address: BrokerAddress) -> None:
+    async def connect(self, address: BrokerAddress, *, prepare: Callable[[], None] | None = None) -> None:
         """Open the TCP/TLS connection and send CONNECT; `on_connected` fires when the CONNACK arrives.
 
-        Raises OSError (including ssl.SSLError) when the broker cannot be reached or refuses the handshake.
+        `prepare` runs first, in the same handshake thread (blocking work the connection needs done, such as
+        a file write, kept off the event loop). Raises OSError (including ssl.SSLError) when the broker cannot
+        be reached or refuses the handshake.
         """
         self._closing = False
         self._client.connect_async(address.host, address.port, keepalive=address.keepalive_s)
-        await self._pool.run_handshake(self._client.reconnect)
+        reconnect = self._client.reconnect
+        if prepare is None:
+            await self._pool.run_handshake(reconnect)
+            return
+
+        def prepare_and_reconnect() -> MQTTErrorCode:
+            prepare()
+            return reconnect()
+
+        await self._pool.run_handshake(prepare_and_reconnect)
 
     def publish(self, topic: str, payload: bytes, *, qos: int = 1, retain: bool = False) -> int | None:
         """Queue a publish; returns its message id, or None if the connection is not up."""

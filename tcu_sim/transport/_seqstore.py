@@ -6,8 +6,8 @@ car, so outgoing numbers are reserved in blocks: the file records the end of the
 the car continues above it (numbers may skip, never repeat). The accepted command seq is written on every accept.
 
 `reserve()` writes the next block ahead of time and may run in a worker thread (a lock keeps it apart from
-`next_seq`): a fleet starting 10,000 cars would otherwise create 10,000 files on its event loop while it
-should be answering TLS handshakes.
+`next_seq`): the session has its handshake thread do it before connecting, else a fleet starting 10,000 cars
+would create 10,000 files on its event loop while it should be answering TLS handshakes.
 """
 
 from __future__ import annotations

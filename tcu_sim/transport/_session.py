@@ -178,9 +178,6 @@ class TcuSession:
             tls=self._tls,
         )
         try:
-            if self.seq.needs_reserve:
-                # The first status would create the seq file on the event loop, among thousands of handshakes.
-                await asyncio.to_thread(self.seq.reserve)
             async with asyncio.TaskGroup() as tg:
                 tg.create_task(self._connection_loop(address), name=f"tcu[{self.vin}].connection")
                 tg.create_task(self._status_loop(), name=f"tcu[{self.vin}].status_loop")
@@ -231,7 +228,9 @@ class TcuSession:
             await self._wait_for_signal()
             self._disconnected.clear()
             try:
-                await link.connect(address)
+                # The first status after connecting would create the seq file on the event loop, among thousands
+                # of handshakes: the handshake thread writes it first.
+                await link.connect(address, prepare=self.seq.reserve if self.seq.needs_reserve else None)
                 async with asyncio.timeout(address.connect_timeout_s):
                     # Either the broker confirms (CONNACK, SUBACK) or it closes the connection (refused).
                     await _wait_any(self._connected, self._disconnected)
