@@ -51,12 +51,11 @@ def fleet_of(*groups: dict[str, Any], name: str = "rules") -> dict[str, Any]:
     return {**RULES_FLEET, "name": name, "groups": list(groups)}
 
 
-#: The sandbox's handler settings: periodic jobs that suit jumps of weeks (the expiry job and the reminders
-#: hourly; the `SimClock` makes the cloud expire overdue commands after every `advance` anyway).
+#: The sandbox's handler settings: the product's workers, a clean MQTT session and quick reconnects (as the
+#: plugin's cloud), and periodic jobs that suit jumps of weeks: the expiry job and the reminders hourly (the
+#: `SimClock` makes the cloud expire overdue commands after every `advance` anyway).
 RULES_HANDLER: Final = HandlerConfig(
     session_expiry_s=0,
-    car_workers=2,
-    app_workers=2,
     reconnect_base_s=0.05,
     reconnect_cap_s=1.0,
     expiry_interval_s=HOUR,

@@ -85,12 +85,15 @@ async def test_r11_a_service_needs_a_connection_the_vin_in_the_garage_a_model_th
     nobodys = generate_vin(random.Random(11))
     for ask in (
         lambda vin: stranger.app.lock(vin, stranger.spin),
+        lambda vin: stranger.app.lock(vin, "9371"),  # a wrong S-PIN: no try counted, nothing learnt
         lambda vin: stranger.app.vehicle_status(vin),
         lambda vin: stranger.app.licence_status(vin),
     ):
         theirs, unknown = await refusal(ask(leon.vin)), await refusal(ask(nobodys))
         assert theirs == unknown
         assert theirs[0] == ErrorCode.VEHICLE_NOT_FOUND
+    tries = await cloud.registry.get_spin_state(await stranger.user_id())
+    assert (tries.failures, tries.locked_until) == (0, None)  # the car was never reached, so nothing counted
 
     # A model that supports it: a radio Ateca has neither heater nor ventilation; the cloud sends it nothing.
     sent = cloud.stats.commands_sent
