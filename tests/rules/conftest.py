@@ -98,14 +98,32 @@ def postgres_database() -> Iterator[str]:
 
 
 async def _empty_tables(dsn: str) -> None:
+    """Delete every row of every registry table (children before the tables they reference): much faster than
+    TRUNCATE or a fresh database for tables this small."""
     conn = await asyncpg.connect(dsn, timeout=5)
     try:
-        rows = await conn.fetch("SELECT tablename FROM pg_tables WHERE schemaname = 'public'", timeout=10)
-        tables = [f'"{r["tablename"]}"' for r in rows if r["tablename"] not in _KEEP]
-        if tables:
-            await conn.execute(f"TRUNCATE {', '.join(tables)} RESTART IDENTITY CASCADE", timeout=_ADMIN_TIMEOUT_S)
+        tables = {r["tablename"] for r in await conn.fetch(_TABLES, timeout=10)} - _KEEP
+        references = {(r["child"], r["parent"]) for r in await conn.fetch(_REFERENCES, timeout=10)}
+        order: list[str] = []
+        while tables:
+            # A table goes once no remaining table references it.
+            free = sorted(t for t in tables if not any(p == t and c in tables and c != t for c, p in references))
+            if not free:
+                raise RuntimeError(f"circular foreign keys among {sorted(tables)}")
+            order += free
+            tables -= set(free)
+        async with conn.transaction():
+            for table in order:
+                statement = f'DELETE FROM "{table}"'  # noqa: S608 - a name from pg_tables of our own database
+                await conn.execute(statement, timeout=_ADMIN_TIMEOUT_S)
     finally:
         await conn.close()
+
+
+_TABLES = "SELECT tablename FROM pg_tables WHERE schemaname = 'public'"
+_REFERENCES = """SELECT c.relname AS child, p.relname AS parent FROM pg_constraint k
+JOIN pg_class c ON c.oid = k.conrelid JOIN pg_class p ON p.oid = k.confrelid
+WHERE k.contype = 'f' AND k.connamespace = 'public'::regnamespace"""
 
 
 @pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
