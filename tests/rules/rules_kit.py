@@ -18,8 +18,8 @@ from broker.cloud import CloudServices, PasswordHasher
 from broker.handler import CloudHandler, HandlerConfig, HandlerStats
 from broker.registry import EnrolmentState, open_registry
 from tcu_sim.app import AppClient, AppRequestError
-from tcu_sim.protocol import decode_json
-from tcu_sim.testing import Sandbox, SimCar, SimClock, SimCloud, SimUser
+from tcu_sim.protocol import ControlMessage, decode_json, encode_json
+from tcu_sim.testing import Sandbox, SimBroker, SimCar, SimClock, SimCloud, SimUser
 
 T = TypeVar("T")
 
@@ -132,6 +132,15 @@ async def wait_notification(car: SimCar, text: str, *, count: int = 1, timeout: 
             f"car {car.vin}: not {count} message(s) containing {text!r} within {timeout:g} s; it shows "
             f"{car.vehicle.notifications}"
         ) from None
+
+
+async def operator_control(broker: SimBroker, car: SimCar, action: str, **params: Any) -> None:
+    """What a person does in or at the car, published by the operator on `sim/{vin}/control` (the broker lets only
+    the operator identity write there); the car's TCU applies it when the message arrives."""
+    message = ControlMessage.model_validate({"action": action, "params": params})
+    topic = car.session.config.topics.control(car.vin)
+    async with broker.client("operator", identifier=f"operator-{action}") as operator:
+        await operator.publish(topic, encode_json(message.model_dump(mode="json")), qos=1)
 
 
 def claims_of(token: bytes) -> dict[str, Any]:

@@ -14,6 +14,7 @@ from rules_kit import (
     garage,
     jump_to,
     next_push,
+    operator_control,
     refusal,
     relogin,
     wait_enrolment,
@@ -23,7 +24,7 @@ from rules_kit import (
 from broker.cloud import PRIMARY_CONFIRMATION, add_years
 from broker.registry import EnrolmentState, Role
 from tcu_sim.protocol import ErrorCode
-from tcu_sim.testing import AppUserFactory, CarControlRefused, SimClock, SimCloud, SimFleet
+from tcu_sim.testing import AppUserFactory, CarControlRefused, SimBroker, SimClock, SimCloud, SimFleet
 
 ALL_MODELS = fleet_of(
     {"name": "leon", "count": 1, "model": "leon", "equipment": "media_system"},
@@ -143,7 +144,7 @@ async def test_r06_a_pairing_code_lasts_a_year_needs_the_car_online_and_a_re_add
 
 
 async def test_r07_logging_in_with_the_cupra_id_in_the_infotainment_adds_the_car_to_the_garage(
-    fleet: SimFleet, cloud: SimCloud, app_user_factory: AppUserFactory
+    fleet: SimFleet, cloud: SimCloud, mqtt_broker: SimBroker, app_user_factory: AppUserFactory
 ) -> None:
     leon, radio = fleet.car("leon"), fleet.car("ateca")
     driver = await app_user_factory("driver@example.com")
@@ -152,7 +153,8 @@ async def test_r07_logging_in_with_the_cupra_id_in_the_infotainment_adds_the_car
     await wait_notification(leon, "password is not correct")
     assert await garage(driver) == {}
 
-    leon.control("infotainment_login", email=driver.email, password=driver.password)  # "add user"
+    # "Add user" in the infotainment, this time by the operator over `sim/{vin}/control`.
+    await operator_control(mqtt_broker, leon, "infotainment_login", email=driver.email, password=driver.password)
     await wait_enrolment(cloud, leon.vin, driver, EnrolmentState.ACTIVE)
     pushed = await next_push(driver.app, "vehicle_changed", lambda d: d.get("event") == "enrolled")
     assert pushed == {"vin": leon.vin, "event": "enrolled", "role": "primary", "method": "infotainment_login"}

@@ -16,6 +16,7 @@ from rules_kit import (
     garage,
     jump_to,
     next_push,
+    operator_control,
     refusal,
     relogin,
     wait_notification,
@@ -23,7 +24,7 @@ from rules_kit import (
 
 from broker.cloud import add_years
 from tcu_sim.protocol import ErrorCode
-from tcu_sim.testing import AppUserFactory, SimClock, SimCloud, SimFleet, SimUser
+from tcu_sim.testing import AppUserFactory, SimBroker, SimClock, SimCloud, SimFleet, SimUser
 
 REGISTERED = dt.datetime(2025, 3, 1, tzinfo=dt.UTC).timestamp()
 REMINDER_SUBJECTS = ("Your CUPRA CONNECT services end soon", "Your CUPRA CONNECT services have ended")
@@ -116,7 +117,7 @@ async def test_r15_a_purchase_is_refunded_within_14_days_of_activation_and_after
     }
 )
 async def test_r16_the_licence_stays_with_the_car_when_it_is_sold_and_the_new_owner_uses_it_until_it_ends(
-    fleet: SimFleet, cloud: SimCloud, clock: SimClock, app_user_factory: AppUserFactory
+    fleet: SimFleet, cloud: SimCloud, clock: SimClock, mqtt_broker: SimBroker, app_user_factory: AppUserFactory
 ) -> None:
     leon, formentor = fleet.car("leon"), fleet.car("formentor")
     seller = await app_user_factory("seller@example.com")
@@ -130,8 +131,9 @@ async def test_r16_the_licence_stays_with_the_car_when_it_is_sold_and_the_new_ow
     assert (await seller.app.licence_renew(leon.vin, 1))["ends_at"] == extended
     assert (await seller.app.licence_status(formentor.vin))["ends_at"] == formentor_ends
 
-    # The sale: a factory reset in the Leon's infotainment takes it out of the seller's account.
-    leon.control("factory_reset")
+    # The sale: a factory reset in the Leon's infotainment (by the operator, over `sim/{vin}/control`) takes it
+    # out of the seller's account.
+    await operator_control(mqtt_broker, leon, "factory_reset")
     told = await next_push(seller.app, "vehicle_changed", lambda d: d.get("event") == "removed")
     assert told == {"vin": leon.vin, "event": "removed", "reason": "factory_reset"}
     assert await garage(seller) == {formentor.vin: ("primary", "active")}
