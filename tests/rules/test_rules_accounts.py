@@ -11,7 +11,7 @@ import re
 import pytest
 from rules_kit import claims_of, garage, record_commands, refusal, relogin, spy, values_in, wait_notification
 
-from broker.cloud import ServerSecret
+from broker.cloud import PRIMARY_CONFIRMATION, ServerSecret
 from tcu_sim.app import AppOp, SessionExpired, SpinIncorrect, Unauthenticated
 from tcu_sim.protocol import ErrorCode
 from tcu_sim.testing import AppUserFactory, SimClock, SimCloud, SimFleet
@@ -87,6 +87,7 @@ async def test_r02_the_spin_is_four_non_trivial_digits_kept_as_a_keyed_hash_and_
     # Checked in constant time (hmac.compare_digest) against the stored hash.
     compared = spy(monkeypatch, hmac, "compare_digest")
     await owner.enrol(car)
+    await wait_notification(car, PRIMARY_CONFIRMATION)  # the cloud's own command, before the recording starts
     commands = record_commands(car, monkeypatch)
     assert await owner.command(car, "unlock", expect="succeeded") == "succeeded"
     assert await owner.command(car, "lock", expect="succeeded") == "succeeded"

@@ -15,6 +15,7 @@ from rules_kit import (
     cloud_handled,
     garage,
     next_push,
+    record_commands,
     refusal,
     relogin,
 )
@@ -73,7 +74,11 @@ async def test_r10_a_secondary_user_gets_status_locking_and_climate_but_no_alert
 
 
 async def test_r11_a_service_needs_a_connection_the_vin_in_the_garage_a_model_that_has_it_and_a_licence(
-    fleet: SimFleet, cloud: SimCloud, clock: SimClock, app_user_factory: AppUserFactory
+    fleet: SimFleet,
+    cloud: SimCloud,
+    clock: SimClock,
+    app_user_factory: AppUserFactory,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     leon, radio = fleet.car("leon"), fleet.car("ateca")
     owner = await app_user_factory("owner@example.com")
@@ -95,11 +100,13 @@ async def test_r11_a_service_needs_a_connection_the_vin_in_the_garage_a_model_th
     tries = await cloud.registry.get_spin_state(await stranger.user_id())
     assert (tries.failures, tries.locked_until) == (0, None)  # the car was never reached, so nothing counted
 
-    # A model that supports it: a radio Ateca has neither heater nor ventilation; the cloud sends it nothing.
-    sent = cloud.stats.commands_sent
+    # A model that supports it: a radio Ateca has neither heater nor ventilation; the cloud sends it nothing (the
+    # next command it does send is the first the car gets after the enrolment's confirmation).
+    received = record_commands(radio, monkeypatch)
     assert (await refusal(owner.app.heater_start(radio.vin, owner.spin)))[0] == ErrorCode.UNSUPPORTED_BY_VEHICLE
     assert (await refusal(owner.app.ventilation_start(radio.vin, owner.spin)))[0] == ErrorCode.UNSUPPORTED_BY_VEHICLE
-    assert cloud.stats.commands_sent == sent
+    assert await owner.command(radio, "honk_and_flash", {"mode": "flash", "duration_s": 5}) == "succeeded"
+    assert [op for op in received.ops() if op != "infotainment.notify"] == ["honk_and_flash"]
 
     # A data connection: a command for a car without one waits at the broker and times out after its TTL (60 s);
     # when the car is back it refuses the stale command, which changes nothing.

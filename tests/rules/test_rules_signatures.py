@@ -5,8 +5,9 @@ car's broker certificate, but not its signing key, change nothing)."""
 from __future__ import annotations
 
 import pytest
-from rules_kit import cloud_handled, garage, record_commands
+from rules_kit import cloud_handled, garage, record_commands, wait_notification
 
+from broker.cloud import PRIMARY_CONFIRMATION
 from tcu_sim.protocol import (
     CLOUD,
     Command,
@@ -36,6 +37,7 @@ async def test_r18_the_cloud_sends_only_commands_it_signed_and_acts_only_on_car_
     owner = await app_user_factory("owner@example.com")
     received = record_commands(leon, monkeypatch)
     await owner.enrol(leon)
+    await wait_notification(leon, PRIMARY_CONFIRMATION)
     assert await owner.command(leon, "unlock", expect="succeeded") == "succeeded"
     assert await owner.command(leon, "lock", expect="succeeded") == "succeeded"
 
