@@ -5,7 +5,9 @@ the tcu-sim pytest plugin's own fixtures (`tcu_sim.testing`), re-wired here:
 
 - `mqtt_broker` is always a real Mosquitto (TLS, the generated ACLs), whatever `--tcu-broker` says;
 - `tcu_sandbox` is the plugin's `Sandbox` with the cloud's registry at `registry_url` and a handler whose
-  periodic jobs suit virtual jumps of months (the `SimClock` still expires commands after every `advance`);
+  periodic jobs suit virtual jumps of months (the `SimClock` still expires commands after every `advance`).
+  The plugin's `SimCloud` always opens a SQLite file of its own, so `broker.registry.open_registry` is re-pointed
+  at `registry_url` for the test, and the fixture checks the dialect the cloud really got;
 - `fleet` is `RULES_FLEET` (a Leon, which enrols by two-key verification, and a radio Ateca, which enrols by
   pairing code, both registered on a known day) unless a test names another with `@pytest.mark.tcu_fleet(...)`.
 
