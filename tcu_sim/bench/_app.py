@@ -42,7 +42,8 @@ def bench_app_users(count: int) -> list[str]:
 
 
 class CloudProcess(ChildProcess):
-    """`tcu-sim cloud run` against the bench broker, with its registry in `db` (a fresh SQLite file)."""
+    """`tcu-sim cloud run` against the bench broker, with its registry in `db` (a fresh SQLite file) and its log
+    next to it."""
 
     def __init__(self, broker: MosquittoBroker, state: StateDir, db: Path) -> None:
         super().__init__(
@@ -54,6 +55,7 @@ class CloudProcess(ChildProcess):
                 "--db", f"sqlite://{db.absolute()}",
                 "--client-id", "bench-cloud",
             ],
+            log_path=db.with_suffix(".log"),
         )
 
     async def wait_ready(self, timeout: float) -> None:
@@ -61,11 +63,13 @@ class CloudProcess(ChildProcess):
         await self.wait_for_line(r"connected and subscribed", timeout)
 
     async def wait_idle(
-        self, *, below_core: float = 0.15, window_s: float = 1.0, quiet_windows: int = 3, timeout: float = 180.0
+        self, *, below_core: float = 0.35, window_s: float = 1.0, quiet_windows: int = 3, timeout: float = 180.0
     ) -> float:
         """Wait until the cloud has worked through its start-up backlog (every car's retained status and
         connection message): its CPU stays below `below_core` for `quiet_windows` windows of `window_s` in a
-        row (one quiet second can fall between its subscribing and the flood). Returns the seconds waited."""
+        row (one quiet second can fall between its subscribing and the flood). While it works through the
+        backlog it takes a whole core; 10,000 cars' steady traffic alone keeps it near 0.1 to 0.2 core.
+        Returns the seconds waited."""
         process = self.psutil()
         started = time.monotonic()
         quiet = 0

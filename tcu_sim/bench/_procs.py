@@ -1,7 +1,9 @@
 """Child processes the benchmark measures from the outside: `tcu-sim fleet run` and `tcu-sim cloud run`.
 
-Their stderr is read all the time (a full pipe would stall the child) into a bounded tail, JSON log lines are
-counted by event, and a caller can wait for a line matching a pattern. `stop()` sends SIGTERM (the CLI leaves
+Their stderr goes to a file that the bench tails (a pipe the bench read too slowly would stall the child's
+event loop in the middle of what is being measured, e.g. 10,000 cars logging their disconnect at once); its lines
+are kept in a bounded tail, JSON log lines are counted by event, and a caller can wait for a line matching a
+pattern. `stop()` sends SIGTERM (the CLI leaves
 its contexts cleanly) and SIGKILL after a grace period, so no child outlives the benchmark.
 """
 
@@ -26,6 +28,7 @@ import psutil
 __all__ = ["BenchProcessError", "ChildProcess", "tcu_sim_command"]
 
 _TAIL = 60
+_POLL_S = 0.05  # how often the log file is read; a line's time is when it was read (at most this late)
 
 
 class BenchProcessError(RuntimeError):
@@ -43,10 +46,13 @@ def tcu_sim_command() -> list[str]:
 class ChildProcess:
     """One child process (an async context manager): started on enter, stopped on exit."""
 
-    def __init__(self, name: str, argv: Sequence[str], *, env: dict[str, str] | None = None) -> None:
+    def __init__(
+        self, name: str, argv: Sequence[str], *, log_path: Path, env: dict[str, str] | None = None
+    ) -> None:
         self.name = name
         self.argv = list(argv)
         self.env = env
+        self.log_path = log_path
         self.started_at = 0.0
         self.events: Counter[str] = Counter()
         self.first_seen: dict[str, float] = {}  # JSON log event -> time.monotonic() it was first read
@@ -81,14 +87,16 @@ class ChildProcess:
         return "\n".join(self._tail) or "(nothing on stderr)"
 
     async def __aenter__(self) -> Self:
+        self.log_path.parent.mkdir(parents=True, exist_ok=True)
         self.started_at = time.monotonic()
-        self._process = await asyncio.create_subprocess_exec(
-            *self.argv,
-            stdin=asyncio.subprocess.DEVNULL,
-            stdout=asyncio.subprocess.DEVNULL,
-            stderr=asyncio.subprocess.PIPE,
-            env=self.env,
-        )
+        with self.log_path.open("wb") as log:
+            self._process = await asyncio.create_subprocess_exec(
+                *self.argv,
+                stdin=asyncio.subprocess.DEVNULL,
+                stdout=asyncio.subprocess.DEVNULL,
+                stderr=log,
+                env=self.env,
+            )
         self._reader = asyncio.create_task(self._read(self._process), name=f"bench.{self.name}.stderr")
         return self
 
@@ -128,25 +136,34 @@ class ChildProcess:
                 self._process.kill()
 
     async def _read(self, process: asyncio.subprocess.Process) -> None:
-        assert process.stderr is not None  # started with a pipe
-        while True:
-            try:
-                raw = await process.stderr.readline()
-            except ValueError:  # a line longer than the stream limit: skip it
-                continue
-            if not raw:
-                break
-            line = raw.decode("utf-8", "replace").rstrip("\n")
-            self._tail.append(line[:500])
-            event = _json_event(line)
-            async with self._changed:
+        """Tail the log file until the process has ended and everything it wrote was read."""
+        pending = b""
+        with self.log_path.open("rb") as file:
+            while True:
+                chunk = file.read(1 << 20)
+                if chunk:
+                    *lines, pending = (pending + chunk).split(b"\n")
+                    await self._take([raw.decode("utf-8", "replace") for raw in lines])
+                    continue
+                if process.returncode is not None:
+                    break
+                await asyncio.sleep(_POLL_S)
+        if pending:
+            await self._take([pending.decode("utf-8", "replace")])
+        async with self._changed:
+            self._changed.notify_all()
+
+    async def _take(self, lines: list[str]) -> None:
+        now = time.monotonic()
+        async with self._changed:
+            for line in lines:
+                self._tail.append(line[:500])
+                event = _json_event(line)
                 if event is not None:
                     self.events[event] += 1
-                    self.first_seen.setdefault(event, time.monotonic())
+                    self.first_seen.setdefault(event, now)
                 else:
-                    self._lines.append((time.monotonic(), line))
-                self._changed.notify_all()
-        async with self._changed:
+                    self._lines.append((now, line))
             self._changed.notify_all()
 
     async def wait_for_line(self, pattern: str, timeout: float) -> tuple[float, re.Match[str]]:

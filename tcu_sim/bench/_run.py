@@ -39,7 +39,7 @@ from tcu_sim.bench._commands import RoundTrips, drive_commands
 from tcu_sim.bench._observer import ConnectionObserver
 from tcu_sim.bench._procs import BenchProcessError, ChildProcess, tcu_sim_command
 from tcu_sim.bench._report import BenchReport, SizeReport, at_least, at_most, percentile
-from tcu_sim.bench._setup import BenchBroker, BenchFleet, prepare_fleet, raise_open_files_limit
+from tcu_sim.bench._setup import BenchBroker, BenchFleet, bench_ports, prepare_fleet, raise_open_files_limit
 from tcu_sim.transport import Backoff
 
 __all__ = ["BenchOptions", "FleetProcess", "p3_figures", "run_bench", "run_size"]
@@ -81,9 +81,9 @@ class BenchOptions:
 
 
 class FleetProcess(ChildProcess):
-    """`tcu-sim fleet run` for a bench fleet against the bench broker."""
+    """`tcu-sim fleet run` for a bench fleet against the bench broker; its log goes to `log_path`."""
 
-    def __init__(self, fleet: BenchFleet, broker: BenchBroker, options: BenchOptions) -> None:
+    def __init__(self, fleet: BenchFleet, broker: BenchBroker, options: BenchOptions, *, log_path: Path) -> None:
         env = {**os.environ, **options.fleet_env} if options.fleet_env else None
         super().__init__(
             "fleet",
@@ -94,6 +94,7 @@ class FleetProcess(ChildProcess):
                 "--max-handshakes", str(options.max_handshakes),
                 "--report-every", "0",
             ],
+            log_path=log_path,
             env=env,
         )
 
@@ -245,12 +246,16 @@ async def run_size(
     say = options.progress
     cap = Backoff().cap_s  # `tcu-sim fleet run` uses the default backoff
     users = bench_app_users(len(app_vins))
-    broker = BenchBroker(workdir / f"broker-{size}", fleet.pki, app_users=users, tcp_nodelay=options.broker_nodelay)
+    port, app_port = bench_ports(2, rng)
+    broker = BenchBroker(
+        workdir / f"broker-{size}", fleet.pki, port=port, app_port=app_port, app_users=users,
+        tcp_nodelay=options.broker_nodelay,
+    )
     async with broker, ConnectionObserver(broker) as observer:
         await observer.wait_connected(15)
         observer.watch(fleet.vins)
         broker_proc = psutil.Process(broker.pid)
-        async with FleetProcess(fleet, broker, options) as proc:
+        async with FleetProcess(fleet, broker, options, log_path=workdir / f"fleet-{size}.log") as proc:
             # 1. connect
             await proc.wait_for_event("fleet started", 1, options.connect_timeout_s)
             started = proc.first_seen["fleet started"]

@@ -9,7 +9,9 @@ was sent by a car that really came back; the cars re-subscribe on every connect 
 
 from __future__ import annotations
 
+import random
 import resource
+import socket
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
@@ -25,6 +27,7 @@ from tcu_sim.testing import MosquittoBroker
 __all__ = [
     "BenchBroker",
     "BenchFleet",
+    "bench_ports",
     "prepare_fleet",
     "raise_open_files_limit",
     "write_fleet_file",
@@ -111,6 +114,35 @@ def prepare_fleet(
         fleet_pki.ensure_cloud()
         fleet_pki.ensure_operator()
     return BenchFleet(file, StateDir(state_dir), specs)
+
+
+def bench_ports(count: int, rng: random.Random, host: str = "127.0.0.1") -> list[int]:
+    """`count` free ports below the kernel's ephemeral range.
+
+    While the broker is down in the reconnect storm, thousands of cars keep connecting to its port; if that port
+    lies in the ephemeral range, one of those connects can be given the same port as its own local port and
+    connect to itself (TCP simultaneous open), and the restarted broker then finds its port taken.
+    """
+    low = 32768
+    try:
+        with open("/proc/sys/net/ipv4/ip_local_port_range", encoding="ascii") as file:
+            low = int(file.read().split()[0])
+    except (OSError, ValueError, IndexError):
+        pass
+    ports: list[int] = []
+    for _ in range(200):
+        port = rng.randrange(max(1024, low - 12000), low)
+        if port in ports:
+            continue
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+            try:
+                probe.bind((host, port))
+            except OSError:
+                continue
+        ports.append(port)
+        if len(ports) == count:
+            return ports
+    raise OSError(f"no {count} free ports below {low} on {host}")
 
 
 class BenchBroker(MosquittoBroker):
