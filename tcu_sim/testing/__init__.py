@@ -5,15 +5,26 @@
   `SimUser`, `SimFaults` and `SimClock`, with await-style helpers whose failures (`WaitTimeout`,
   `CommandFailed`) quote the car's last status and the command's history.
 - `MosquittoBroker`: a real Mosquitto with the generated configuration (TLS, ACLs, CRL, persistence) on free
-  loopback ports, restartable on the same ports, with aiomqtt client helpers per identity.
+  loopback ports, restartable on the same ports, with aiomqtt client helpers per identity (from
+  `broker.mosquitto`, the launcher the stack and the bench use too).
 - `probe_connect` / `ConnectOutcome`: one fast MQTT CONNECT that names the TLS alert when a broker refuses a
-  certificate.
+  certificate (also from `broker.mosquitto`).
 - `Inbox`: records what a client receives, to await one message and prove another never came.
 
 Nothing here imports pytest: scripts can use the harness without it.
 """
 
 from __future__ import annotations
+
+from broker.mosquitto import (
+    ConnectOutcome,
+    MosquittoBroker,
+    MosquittoError,
+    MosquittoNotFound,
+    find_mosquitto,
+    free_ports,
+    probe_connect,
+)
 
 from ._brokers import AppLogin, BrokerKind, SimBroker
 from ._clock import SimClock
@@ -23,8 +34,6 @@ from ._factories import AppUserFactory, FleetFactory
 from ._faults import SimFaults
 from ._fleet import SimCar, SimFleet
 from ._inbox import Inbox
-from ._mosquitto import MosquittoBroker, MosquittoError, MosquittoNotFound, find_mosquitto, free_ports
-from ._probe import ConnectOutcome, probe_connect
 from ._sandbox import DEFAULT_FLEET, Sandbox, derive_seed, resolve_fleet
 from ._user import SimUser
 

@@ -33,9 +33,8 @@ from ._loopthread import LoopThread
 
 if TYPE_CHECKING:
     from broker.embedded import EmbeddedBroker
+    from broker.mosquitto import MosquittoBroker
     from broker.pki import FleetPKI
-
-    from ._mosquitto import MosquittoBroker
 
 __all__ = ["AppLogin", "BrokerKind", "SimBroker"]
 
@@ -252,7 +251,7 @@ class MosquittoSimBroker(SimBroker):
         binary: Path | None,
         start_timeout: float,
     ) -> MosquittoSimBroker:
-        from ._mosquitto import MosquittoBroker, MosquittoError
+        from broker.mosquitto import MosquittoBroker, MosquittoError
 
         users = [f"app-{n}" for n in range(1, _APP_POOL + 1)]
         thread = LoopThread(f"tcu-sim-mosquitto[{directory.name}]")
@@ -342,8 +341,7 @@ class EmbeddedSimBroker(SimBroker):
     @classmethod
     def start_new(cls, pki: FleetPKI, *, topic_prefix: str, shared: bool, start_timeout: float) -> EmbeddedSimBroker:
         from broker.embedded import EmbeddedBroker
-
-        from ._mosquitto import free_ports
+        from broker.mosquitto import free_ports
 
         passwords = {f"app-{n}": secrets.token_urlsafe(18) for n in range(1, _APP_POOL + 1)}
         thread = LoopThread("tcu-sim-embedded-broker")

@@ -231,9 +231,8 @@ class Sandbox:
         choice = str(self._broker_choice)
         if "://" in choice:
             return SimBroker.open(BrokerKind.EXTERNAL, url=choice, topic_prefix=self._topic_prefix)
+        from broker.mosquitto import find_mosquitto
         from broker.pki import FleetPKI
-
-        from ._mosquitto import find_mosquitto
 
         if choice == "auto":
             choice = BrokerKind.MOSQUITTO.value if find_mosquitto() is not None else BrokerKind.EMBEDDED.value

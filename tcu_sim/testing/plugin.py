@@ -48,6 +48,7 @@ except ImportError:  # tcu-sim installed without its test extras: keep every oth
 if TYPE_CHECKING:  # imported lazily below: a broken import here would break every pytest run in the venv
     from broker.cloud import CloudConfig
     from broker.embedded import EmbeddedBroker
+    from broker.mosquitto import MosquittoBroker
     from broker.pki import FleetPKI
     from tcu_sim.fleet import FleetConfig
 
@@ -56,7 +57,6 @@ if TYPE_CHECKING:  # imported lazily below: a broken import here would break eve
     from ._cloud import SimCloud
     from ._faults import SimFaults
     from ._fleet import SimCar, SimFleet
-    from ._mosquitto import MosquittoBroker
     from ._sandbox import Sandbox
     from ._user import SimUser
 
@@ -219,7 +219,7 @@ def _in_ci() -> bool:
 
 def require_mosquitto() -> Path:
     """The mosquitto binary; otherwise skip the test loudly, or fail it when CI=true."""
-    from ._mosquitto import find_mosquitto
+    from broker.mosquitto import find_mosquitto
 
     binary = find_mosquitto()
     if binary is not None:
@@ -279,11 +279,11 @@ def mqtt_broker(
 ) -> Iterator[SimBroker]:
     """The broker of the tcu-sim fixtures (`--tcu-broker`, scope `--tcu-scope`): a `SimBroker` with `host`,
     `port`, `url`, `device_tls(identity)`, `client(identity)`, `new_app_login()`, `stop/kill/start()`."""
+    from broker.mosquitto import find_mosquitto
     from broker.pki import FleetPKI
 
     from ._brokers import BrokerKind, SimBroker
     from ._errors import HarnessSetupError
-    from ._mosquitto import find_mosquitto
 
     settings = tcu_settings_of(request.config)
     choice = settings.broker
@@ -485,7 +485,7 @@ def mqtt_pki(tmp_path_factory: pytest.TempPathFactory) -> FleetPKI:
 @async_fixture
 async def mosquitto(mqtt_pki: FleetPKI, tmp_path: Path) -> AsyncIterator[MosquittoBroker]:
     """A running Mosquitto with the tcu-sim configuration, stopped after the test."""
-    from ._mosquitto import MosquittoBroker
+    from broker.mosquitto import MosquittoBroker
 
     binary = require_mosquitto()
     async with MosquittoBroker(tmp_path / "mosquitto", mqtt_pki, app_users=TEST_APP_USERS, binary=binary) as broker:
@@ -495,7 +495,7 @@ async def mosquitto(mqtt_pki: FleetPKI, tmp_path: Path) -> AsyncIterator[Mosquit
 @pytest.fixture
 def mosquitto_factory(mqtt_pki: FleetPKI, tmp_path: Path) -> Iterator[Callable[..., MosquittoBroker]]:
     """`make(**settings) -> MosquittoBroker` (not started: use `async with`). Any broker left running is killed."""
-    from ._mosquitto import MosquittoBroker
+    from broker.mosquitto import MosquittoBroker
 
     binary = require_mosquitto()
     made: list[MosquittoBroker] = []
@@ -515,8 +515,7 @@ def mosquitto_factory(mqtt_pki: FleetPKI, tmp_path: Path) -> Iterator[Callable[.
 async def amqtt_broker() -> AsyncIterator[EmbeddedBroker]:
     """A running embedded (amqtt) broker in open mode: plaintext, anonymous, no ACLs."""
     from broker.embedded import EmbeddedBroker
-
-    from ._mosquitto import free_ports
+    from broker.mosquitto import free_ports
 
     async with EmbeddedBroker("127.0.0.1", free_ports("127.0.0.1", 1)[0]) as broker:
         yield broker

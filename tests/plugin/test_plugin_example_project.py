@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
+from tcu_sim.testing import free_ports
 from tcu_sim.testing._loopthread import LoopThread
-from tcu_sim.testing._mosquitto import free_ports
 
 pytest_plugins = ["pytester"]
 

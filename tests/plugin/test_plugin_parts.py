@@ -126,7 +126,7 @@ def test_wait_failures_are_assertion_errors_of_the_public_module() -> None:
 
 
 async def test_an_unreachable_external_broker_is_a_setup_error(tmp_path: Path) -> None:
-    from tcu_sim.testing._mosquitto import free_ports
+    from tcu_sim.testing import free_ports
 
     port = free_ports("127.0.0.1", 1)[0]  # nobody listens there
     sandbox = Sandbox(tmp_path, broker=f"mqtt://127.0.0.1:{port}", timeout=0.5)

@@ -2,7 +2,8 @@
 
 aiomqtt (through paho) reports a TLS alert from the broker — certificate revoked, expired, or missing — only as a
 timeout after its full connect timeout. A test that a certificate is refused should fail for the right reason and
-in milliseconds, so this probe speaks just enough MQTT to read the CONNACK, and reports the TLS alert by name.
+in milliseconds, and a broker's readiness check should not wait seconds either, so this probe speaks just enough
+MQTT to read the CONNACK, and reports the TLS alert by name.
 """
 
 from __future__ import annotations

@@ -1,14 +1,15 @@
-"""A real Mosquitto for integration tests: generated configuration, fleet PKI, free loopback ports.
+"""A Mosquitto child process with the tcu-sim configuration: generated config, fleet PKI, free loopback ports.
 
-    async with MosquittoBroker(tmp_path / "broker", pki) as broker:
+    async with MosquittoBroker(directory, pki) as broker:
         async with broker.client(vin) as car:              # mutual TLS as the car (CN = VIN)
             await car.publish(f"tcu/{vin}/status", b"...", qos=1)
 
-The broker runs as a child process with the configuration from `broker.mosquitto` (both listeners, ACLs, CRL,
-persistence in its directory). Readiness is the broker's own "running" log line followed by a real MQTT
+The one launcher of Mosquitto: `tcu-sim up`, scenarios and the bench start it, and the test harness
+(`tcu_sim.testing`) re-exports it. The broker runs with the configuration from `broker.mosquitto` (both listeners,
+ACLs, CRL, persistence in its directory). Readiness is the broker's own "running" log line followed by a real MQTT
 connection, not a sleep. Its log is kept (in memory and in `<directory>/mosquitto.log`) and quoted when it fails.
-`stop()` (SIGTERM: saves the persistence file), `kill()` (SIGKILL) and `start()` again on the same ports let a test
-exercise restarts; `reload()` (SIGHUP) re-reads ACLs, passwords and the CRL.
+`stop()` (SIGTERM: saves the persistence file), `kill()` (SIGKILL) and `start()` again on the same ports allow
+restarts; `reload()` (SIGHUP) re-reads ACLs, passwords and the CRL.
 """
 
 from __future__ import annotations
@@ -30,10 +31,11 @@ from typing import Any
 
 import aiomqtt
 
-from broker.mosquitto import AclPolicy, MosquittoConfig, MosquittoFiles, validate_app_username, write_config
-from broker.mosquitto._config import LogType
 from broker.pki import CLOUD, FleetPKI
 
+from ._acl import AclPolicy
+from ._config import LogType, MosquittoConfig, MosquittoFiles, write_config
+from ._passwords import validate_app_username
 from ._probe import ConnectOutcome, probe_connect
 
 __all__ = ["MosquittoBroker", "MosquittoError", "MosquittoNotFound", "find_mosquitto", "free_ports"]
@@ -171,7 +173,7 @@ class MosquittoBroker:
         return self._process.pid if self.running and self._process is not None else None
 
     def app_password(self, username: str) -> str:
-        """The password of a test app user (a test fixture, not a real secret)."""
+        """The password of app user `username` (random unless one was given)."""
         return self._app_passwords[username]
 
     @property
@@ -234,7 +236,7 @@ class MosquittoBroker:
             autosave_interval=self.autosave_interval,
             autosave_on_changes=self.autosave_on_changes,
             log_types=self.log_types,
-            # Run as whoever runs the tests: the keys are 0600, and root would otherwise drop to `mosquitto`.
+            # Run as whoever starts it: the keys are 0600, and root would otherwise drop to `mosquitto`.
             run_as_user=getpass.getuser(),
         )
         self._files = write_config(self.directory, config, policy=self.policy, app_users=self._app_passwords)
@@ -444,7 +446,7 @@ class MosquittoBroker:
         timeout: float = 5.0,
         **kwargs: Any,
     ) -> aiomqtt.Client:
-        """An aiomqtt client for the app listener, logged in as `username` (its test password by default)."""
+        """An aiomqtt client for the app listener, logged in as `username` (its password by default)."""
         if self.app_port is None:
             raise MosquittoError("this broker has no app listener")
         return aiomqtt.Client(
@@ -487,7 +489,7 @@ class MosquittoBroker:
         )
 
     async def probe_app(self, username: str | None, password: str | None = None) -> ConnectOutcome:
-        """Try one MQTT connection to the app listener as `username` (its test password by default)."""
+        """Try one MQTT connection to the app listener as `username` (its password by default)."""
         if self.app_port is None:
             raise MosquittoError("this broker has no app listener")
         if username is not None and password is None:
