@@ -23,9 +23,11 @@ import structlog
 
 from broker.cloud import CloudError, CloudServices, InvalidRequest, RateLimited, Right
 from broker.registry import RegistryUnavailable
-from tcu_sim.app import AppOp
+from tcu_sim.clock import Clock
+from tcu_sim.events import AppRequestRefused, EventStream, Source
 from tcu_sim.protocol import (
     AppError,
+    AppOp,
     AppRequest,
     AppResponse,
     ErrorCode,
@@ -37,7 +39,7 @@ from tcu_sim.protocol import (
 
 from ._commands import CommandSender
 from ._directory import ClientDirectory
-from ._push import describe_error
+from ._push import command_changed, describe_error
 from ._stats import HandlerStats
 
 __all__ = ["AppRequests", "Reply"]
@@ -127,9 +129,13 @@ class AppRequests:
         sender: CommandSender,
         directory: ClientDirectory,
         stats: HandlerStats,
+        events: EventStream,
+        clock: Clock,
         max_bytes: int = 65_536,
     ) -> None:
         self._s = services
+        self._events = events
+        self._clock = clock
         self._sender = sender
         self._directory = directory
         self._stats = stats
@@ -176,6 +182,7 @@ class AppRequests:
             request_id = _readable_id(payload, self._max_bytes)
             self._stats.errors[ErrorCode.INVALID_REQUEST.value] += 1
             log.warning("app.unreadable", client_id=client_id, request_id=request_id, reason=exc.reason.value)
+            self._refused(client_id, "?", ErrorCode.INVALID_REQUEST.value, request_id)
             if request_id is None:
                 self._stats.requests_unanswerable += 1
                 return None
@@ -192,24 +199,33 @@ class AppRequests:
                 raise InvalidRequest("Unknown operation.")
             outcome = await handler(client_id, request)
         except CloudError as exc:
-            return self._error(log_, request.id, exc.to_app_error())
+            return self._error(log_, client_id, request, exc.to_app_error())
         except RegistryUnavailable as exc:
             # The store is down for a moment: the app may retry the same request id (commands are idempotent).
             log_.error("app.failed", **describe_error(exc))
-            return self._error(log_, request.id, RateLimited(1.0).to_app_error())
+            return self._error(log_, client_id, request, RateLimited(1.0).to_app_error())
         except Exception as exc:
             # A bug, never the caller's fault; log where, never the request's content.
             self._stats.handler_errors += 1
             log_.error("app.failed", **describe_error(exc))
-            return self._error(log_, request.id, AppError(code=ErrorCode.INVALID_REQUEST, message=_FAILED))
+            return self._error(log_, client_id, request, AppError(code=ErrorCode.INVALID_REQUEST, message=_FAILED))
         reply = outcome if isinstance(outcome, Reply) else Reply(AppResponse.success(request.id, outcome))
         log_.info("app.answered", ok=True)
         return reply
 
-    def _error(self, log_: Any, request_id: str, error: AppError) -> Reply:
+    def _error(self, log_: Any, client_id: str, request: AppRequest, error: AppError) -> Reply:
         self._stats.errors[error.code.value] += 1
         log_.info("app.answered", ok=False, code=error.code.value)
-        return Reply(AppResponse.failure(request_id, error))
+        self._refused(client_id, request.op if request.op in self._ops else "?", error.code.value, request.id)
+        return Reply(AppResponse.failure(request.id, error))
+
+    def _refused(self, client_id: str, op: str, code: str, request_id: str | None) -> None:
+        self._events.publish(
+            AppRequestRefused(
+                at=self._clock.now(), source=Source.CLOUD, client_id=client_id, op=op, code=code,
+                request_id=request_id,
+            )
+        )
 
     # -- account ---------------------------------------------------------------------------------------------
     async def _op_register(self, client_id: str, r: AppRequest) -> dict[str, Any]:
@@ -319,6 +335,7 @@ class AppRequests:
         response = AppResponse.success(r.id, result)
         if not new.created:
             return Reply(response)
+        self._events.publish(command_changed(command, self._clock.now()))
 
         async def send() -> None:
             await self._sender.send(command)

@@ -36,6 +36,7 @@ import structlog
 
 from broker.cloud import CloudError, CloudServices, EnrolmentOutcome
 from broker.registry import EnrolmentRecord, EnrolmentState, RegistryUnavailable, StatusWrite
+from tcu_sim.events import CarConnection, CarMessageHandled, EventStream, Source
 from tcu_sim.protocol import (
     CommandResult,
     ConnectionState,
@@ -145,9 +146,11 @@ class CarMessages:
         sender: CommandSender,
         pusher: Pusher,
         stats: HandlerStats,
+        events: EventStream,
         config: HandlerConfig | None = None,
     ) -> None:
         self._services = services
+        self._events = events
         self._registry = services.registry
         self.verifier = verifier
         self._sender = sender
@@ -160,11 +163,25 @@ class CarMessages:
     def __repr__(self) -> str:
         return f"CarMessages({self.verifier!r}, refused={sum(self._stats.refused.values())})"
 
-    def _refuse(self, vin: str, kind: TopicKind, error: ProtocolError) -> None:
+    def _refuse(self, message: CarMessage, error: ProtocolError, seq: int | None = None) -> None:
+        vin, kind = message.topic.key, message.topic.kind
         self._stats.refused[error.reason.value] += 1
         # A duplicate is what redelivery brings (after a reconnect, a car's outbox); anything else is a warning.
         level = log.info if error.reason is RefusalReason.DUPLICATE else log.warning
         level("car.refused", vin=vin, kind=kind.value, reason=error.reason.value, detail=error.detail)
+        self._handled(message, applied=False, seq=seq, reason=error.reason.value)
+
+    def _applied(self, message: CarMessage, seq: int | None) -> None:
+        self._stats.applied[message.topic.kind.value] += 1
+        self._handled(message, applied=True, seq=seq, reason=None)
+
+    def _handled(self, message: CarMessage, *, applied: bool, seq: int | None, reason: str | None) -> None:
+        self._events.publish(
+            CarMessageHandled(
+                at=self.verifier.clock.now(), source=Source.CLOUD, vin=message.topic.key,
+                topic_kind=message.topic.kind.value, applied=applied, seq=seq, reason=reason, token=message.payload,
+            )
+        )
 
     async def handle(self, topic: ParsedTopic, payload: bytes) -> bool:
         """Verify and apply one message from a car topic (a batch of one); True when it was applied."""
@@ -223,7 +240,7 @@ class CarMessages:
             else:
                 others.append(_Signed(message, kind, verified.seq, parse_body(CommandResult, verified.body)))
         except ProtocolError as exc:
-            self._refuse(vin, kind, exc)
+            self._refuse(message, exc)
             message.delivery.settle()
 
     async def _verify_pooled(self, pooled: list[CarMessage], statuses: list[tuple[CarMessage, StatusWrite]]) -> None:
@@ -239,7 +256,7 @@ class CarMessages:
         for message, check in zip(pooled, checks, strict=True):
             vin = message.topic.key
             if check.refused is not None:
-                self._refuse(vin, TopicKind.STATUS, ProtocolError(check.refused, check.detail))
+                self._refuse(message, ProtocolError(check.refused, check.detail))
                 message.delivery.settle()
                 continue
             stream = seq_stream(vin, TopicKind.STATUS)
@@ -283,9 +300,9 @@ class CarMessages:
         self._stats.status_batch_messages += len(writes)
         for (message, write), ok in zip(statuses, accepted, strict=True):
             if ok:
-                self._stats.applied[TopicKind.STATUS.value] += 1
+                self._applied(message, write.seq)
             else:
-                self._refuse(write.vin, TopicKind.STATUS, _seen(TopicKind.STATUS, write.seq))
+                self._refuse(message, _seen(TopicKind.STATUS, write.seq), write.seq)
             message.delivery.settle()
 
     async def _apply_statuses_one(self, item: tuple[CarMessage, StatusWrite]) -> None:
@@ -300,9 +317,9 @@ class CarMessages:
             message.delivery.settle()
             return
         if ok:
-            self._stats.applied[TopicKind.STATUS.value] += 1
+            self._applied(message, write.seq)
         else:
-            self._refuse(write.vin, TopicKind.STATUS, _seen(TopicKind.STATUS, write.seq))
+            self._refuse(message, _seen(TopicKind.STATUS, write.seq), write.seq)
         message.delivery.settle()
 
     async def _apply_one(self, signed: _Signed) -> None:
@@ -342,10 +359,11 @@ class CarMessages:
             log.error("car.failed", kind=kind.value, **describe_error(exc))
             message.delivery.settle()
             return
+        seq = None if kind is TopicKind.CONNECTION else signed.seq
         if applied:
-            self._stats.applied[kind.value] += 1
+            self._applied(message, seq)
         else:
-            self._refuse(vin, kind, _seen(kind, signed.seq))
+            self._refuse(message, _seen(kind, signed.seq), seq)
         message.delivery.settle()
 
     async def _release(self, stream: str, seq: int, held: bool) -> None:
@@ -357,8 +375,10 @@ class CarMessages:
             log.error("car.release_failed", stream=stream, seq=seq, **describe_error(exc))
 
     async def _connection(self, vin: str, state: ConnectionState) -> None:
-        await self._services.vehicles.set_online(vin, state is ConnectionState.ONLINE)
+        online = state is ConnectionState.ONLINE
+        await self._services.vehicles.set_online(vin, online)
         log.info("car.connection", vin=vin, state=state.value)
+        self._events.publish(CarConnection(at=self.verifier.clock.now(), source=Source.CLOUD, vin=vin, online=online))
 
     # -- results ---------------------------------------------------------------------------------------------
     async def _result(self, vin: str, result: CommandResult) -> None:

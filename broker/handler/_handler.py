@@ -31,6 +31,7 @@ import structlog
 from broker.cloud import CloudServices
 from tcu_sim._aio import cancel_and_wait
 from tcu_sim.clock import Clock
+from tcu_sim.events import CloudConnection, EventStream, Source
 from tcu_sim.protocol import (
     CLOUD,
     KeySet,
@@ -100,8 +101,11 @@ class CloudHandler:
         username: str | None = None,
         password: str | None = None,
         rng: random.Random | None = None,
+        events: EventStream | None = None,
     ) -> None:
         quiet_sql_debug_logs()
+        #: What the cloud does, as typed events (SPEC §8): subscribe here, never wrap a method.
+        self.events = events if events is not None else EventStream("cloud")
         self.config = config
         self.services = services
         self.registry = services.registry
@@ -121,8 +125,9 @@ class CloudHandler:
             username=username,
             password=password,
             rng=rng,
+            on_connection=self._connection_changed,
         )
-        self.pusher = Pusher(self.link, self.topics, clock, self.directory, self.stats)
+        self.pusher = Pusher(self.link, self.topics, clock, self.directory, self.stats, self.events)
         self.sender = CommandSender(
             config=config,
             services=services,
@@ -138,13 +143,15 @@ class CloudHandler:
         )
         self.cars = CarMessages(
             services=services, verifier=verifier, sender=self.sender, pusher=self.pusher, stats=self.stats,
-            config=config,
+            events=self.events, config=config,
         )
         self.apps = AppRequests(
             services=services,
             sender=self.sender,
             directory=self.directory,
             stats=self.stats,
+            events=self.events,
+            clock=clock,
             max_bytes=config.max_message_bytes,
         )
         self._car_queues: list[asyncio.Queue[CarMessage]] = []
@@ -159,6 +166,9 @@ class CloudHandler:
             f"CloudHandler({state}, {self.link!r}, received={sum(self.stats.received.values())},"
             f" refused={sum(self.stats.refused.values())}, requests={sum(self.stats.requests.values())})"
         )
+
+    def _connection_changed(self, connected: bool, error: str | None) -> None:
+        self.events.publish(CloudConnection(at=self.clock.now(), source=Source.CLOUD, connected=connected, error=error))
 
     def _subscriptions(self) -> list[Subscription]:
         cfg, t = self.config, self.topics

@@ -167,9 +167,12 @@ class MqttLink:
         username: str | None = None,
         password: str | None = None,
         rng: random.Random | None = None,
+        on_connection: Callable[[bool, str | None], None] | None = None,
     ) -> None:
         self.config = config
         self.host = host
+        #: Told `(connected, error)` each time the connection comes up (subscribed) or is lost.
+        self._on_connection = on_connection
         self.port = port
         self._subscriptions = tuple(subscriptions)
         self._sink = sink
@@ -268,6 +271,8 @@ class MqttLink:
                 self._client = None
                 self._close_ledger()
                 self._stats.disconnects += 1
+                if self._on_connection is not None:
+                    self._on_connection(False, str(exc) or type(exc).__name__)
                 await self._notify()
                 # The client is already disconnected; leaving its context only tidies up.
                 await self._close(client)
@@ -339,6 +344,8 @@ class MqttLink:
         self.last_error = None
         self._stats.connects += 1
         self._connected.set()
+        if self._on_connection is not None:
+            self._on_connection(True, None)
         await self._notify()
         log.info("cloud.connected", broker=f"{self.host}:{self.port}", client_id=self.config.client_id,
                  subscriptions=[s.topic_filter for s in self._subscriptions])

@@ -11,13 +11,14 @@ import structlog
 
 from broker.registry import CommandRecord, MailRecord
 from tcu_sim.clock import Clock
+from tcu_sim.events import CommandChanged, EventStream, Source
 from tcu_sim.protocol import ProtocolError, PushEvent, PushEventType, Topics, encode_json
 
 from ._directory import ClientDirectory
 from ._mqtt import MqttLink, PublishFailed
 from ._stats import HandlerStats
 
-__all__ = ["Pusher", "command_progress_data", "describe_error"]
+__all__ = ["Pusher", "command_changed", "command_progress_data", "describe_error"]
 
 log = structlog.get_logger("broker.handler.push")
 
@@ -48,17 +49,34 @@ def command_progress_data(command: CommandRecord) -> dict[str, Any]:
     return data
 
 
+def command_changed(command: CommandRecord, at: float) -> CommandChanged:
+    """The event-stream event of a command in its current state."""
+    return CommandChanged(
+        at=at, source=Source.CLOUD, command_id=command.id, vin=command.vin, op=command.op,
+        state=command.state.value, user_id=command.user_id, reason=command.reason, detail=command.detail,
+        created_at=command.created_at, expires_at=command.expires_at,
+    )
+
+
 class Pusher:
-    """Publishes push events to app clients; a push that cannot be delivered is logged and counted."""
+    """Publishes push events to app clients; a push that cannot be delivered is logged and counted. Every
+    command step it tells an app about also goes to the event stream (`CommandChanged`)."""
 
     def __init__(
-        self, link: MqttLink, topics: Topics, clock: Clock, directory: ClientDirectory, stats: HandlerStats
+        self,
+        link: MqttLink,
+        topics: Topics,
+        clock: Clock,
+        directory: ClientDirectory,
+        stats: HandlerStats,
+        events: EventStream,
     ) -> None:
         self._link = link
         self._topics = topics
         self._clock = clock
         self.directory = directory
         self._stats = stats
+        self._events = events
 
     def __repr__(self) -> str:
         return f"Pusher({self.directory!r})"
@@ -82,7 +100,8 @@ class Pusher:
         return sent
 
     async def command_progress(self, command: CommandRecord) -> None:
-        """Tell the app that asked for the command where it is now."""
+        """Tell the app that asked for the command where it is now (and the event stream)."""
+        self._events.publish(command_changed(command, self._clock.now()))
         clients = await self.directory.clients_for_command(command)
         await self.push(clients, PushEventType.COMMAND_PROGRESS, command_progress_data(command))
 

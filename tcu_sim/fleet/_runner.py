@@ -15,6 +15,7 @@ import structlog
 
 from tcu_sim._aio import cancel_and_wait
 from tcu_sim.clock import Clock
+from tcu_sim.events import EventStream
 from tcu_sim.fleet._expand import CarSpec
 from tcu_sim.fleet._state import StateDir
 from tcu_sim.protocol import KeySet, Topics
@@ -120,8 +121,11 @@ class FleetRunner:
         on_event: Callable[[str, dict[str, Any]], None] | None = None,
         keepalive_s: int = 60,
         faults: FleetFaults | None = None,
+        events: EventStream | None = None,
     ) -> None:
         self.cars = list(cars)
+        #: What the fleet's cars report (connects, disconnects, commands, controls): subscribe here.
+        self.events = events if events is not None else EventStream("fleet")
         self.state = state
         self.broker = broker
         self.clock = clock
@@ -176,6 +180,7 @@ class FleetRunner:
                 config=config,
                 tls=self._tls_for(car.vin),
                 on_event=self._on_event,
+                events=self.events,
             )
             self.sessions[car.vin] = session
         address = BrokerAddress(self.broker.host, self.broker.port, keepalive_s=self._keepalive_s)

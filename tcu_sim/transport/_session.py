@@ -31,6 +31,7 @@ import structlog
 from pydantic import BaseModel
 
 from tcu_sim.clock import Clock
+from tcu_sim.events import CarCommandHandled, CarConnection, CarControlHandled, EventStream, Source
 from tcu_sim.protocol import (
     CLOUD,
     Command,
@@ -115,8 +116,11 @@ class TcuSession:
         config: TcuConfig | None = None,
         tls: ssl.SSLContext | ClientCertificate | None = None,
         on_event: Callable[[str, dict[str, Any]], None] | None = None,
+        events: EventStream | None = None,
     ) -> None:
         self.vehicle = vehicle
+        #: Where the car reports connects, disconnects, commands and controls (shared by a fleet's cars).
+        self.events = events
         self.vin: str = vehicle.vin
         self.clock = clock
         self.rng = rng
@@ -342,6 +346,8 @@ class TcuSession:
             return
         self.stats.connects += 1
         self._disconnected.clear()
+        if self.events is not None:
+            self.events.publish(CarConnection(at=self.clock.now(), source=Source.FLEET, vin=self.vin, online=True))
         self._log.debug("connected", session_present=session_present)
         # Online (for waiters) only once the broker confirmed the subscriptions: a command sent right after
         # must not race the SUBSCRIBE.
@@ -359,6 +365,10 @@ class TcuSession:
             self.stats.disconnects += 1
             self.stats.last_disconnect_reason = reason
             self._log.info("disconnected", reason=reason)
+            if self.events is not None:
+                self.events.publish(
+                    CarConnection(at=self.clock.now(), source=Source.FLEET, vin=self.vin, online=False, reason=reason)
+                )
         self._connected.clear()
         self._disconnected.set()
 
@@ -405,6 +415,14 @@ class TcuSession:
         if self._on_event is not None:
             self._on_event("command", {"command_id": command.command_id, "op": str(command.op),
                                        "succeeded": outcome.succeeded})
+        if self.events is not None:
+            self.events.publish(
+                CarCommandHandled(
+                    at=self.clock.now(), source=Source.FLEET, vin=self.vin, command_id=command.command_id,
+                    op=str(command.op), outcome="succeeded" if outcome.succeeded else "failed",
+                    reason=None if outcome.reason is None else str(outcome.reason),
+                )
+            )
 
     def _reject(self, payload: bytes, exc: ProtocolError) -> None:
         reason = _REJECT_REASONS.get(exc.reason, RejectReason.MALFORMED)
@@ -415,6 +433,13 @@ class TcuSession:
         self._result(command_id, ResultState.REJECTED, reason, exc.detail)
         if self._on_event is not None:
             self._on_event("rejected", {"command_id": command_id, "reason": str(reason)})
+        if self.events is not None:
+            self.events.publish(
+                CarCommandHandled(
+                    at=self.clock.now(), source=Source.FLEET, vin=self.vin, command_id=command_id, op=None,
+                    outcome="rejected", reason=str(reason),
+                )
+            )
 
     def handle_control(self, payload: bytes) -> None:
         """Apply what a person does at the car (simulator control; unsigned, operator-only by broker ACL)."""
@@ -423,6 +448,7 @@ class TcuSession:
         except ProtocolError as exc:
             self.stats.controls_refused += 1
             self._log.warning("control refused", reason=str(exc.reason), detail=exc.detail)
+            self._control_handled("?", f"{exc.reason}: {exc.detail}")
             return
         if message.action is ControlAction.FAULT and self.fault_handler is not None:
             self.fault_handler(self, dict(message.params))  # the fault layer logs and counts what it refuses
@@ -432,9 +458,20 @@ class TcuSession:
         except VehicleError as exc:
             self.stats.controls_refused += 1
             self._log.warning("control refused", action=str(message.action), detail=str(exc))
+            self._control_handled(str(message.action), str(exc))
             return
         self._send_events(events)
         self.send_status()
+        self._control_handled(str(message.action), None)
+
+    def _control_handled(self, action: str, error: str | None) -> None:
+        if self.events is not None:
+            self.events.publish(
+                CarControlHandled(
+                    at=self.clock.now(), source=Source.FLEET, vin=self.vin, action=action, ok=error is None,
+                    error=error,
+                )
+            )
 
 
 async def _wait_any(*events: Flag) -> None:
