@@ -26,8 +26,7 @@ from broker.registry import (
     UserRecord,
     VehicleRecord,
 )
-from tcu_sim.protocol import is_valid_vin
-from tcu_sim.vehicle import EnrolmentMethod
+from tcu_sim.protocol import EnrolmentMethod, is_valid_vin
 
 from ._access import AccessControl
 from ._accounts import AccountService

@@ -18,8 +18,15 @@ from pathlib import Path
 from typing import Any
 
 from broker.registry import LicenceRecord, VehicleRecord
-from tcu_sim.protocol import ProtocolError, StatusSnapshot, validate_vin
-from tcu_sim.vehicle import Capabilities, Equipment, VehicleModel, capabilities
+from tcu_sim.protocol import (
+    Capabilities,
+    Equipment,
+    ProtocolError,
+    StatusSnapshot,
+    VehicleModel,
+    capabilities,
+    validate_vin,
+)
 
 from ._access import AccessControl
 from ._context import ServiceContext
@@ -42,7 +49,7 @@ class ManifestError(ValueError):
 
 
 def vehicle_capabilities(vehicle: VehicleRecord) -> Capabilities:
-    """What the car's model and equipment can do (the catalogue of `tcu_sim.vehicle`)."""
+    """What the car's model and equipment can do (the catalogue of `tcu_sim.protocol`)."""
     return capabilities(VehicleModel(vehicle.model), Equipment(vehicle.equipment))
 
 

@@ -3,6 +3,8 @@ typed errors, and push events."""
 
 from __future__ import annotations
 
+from tcu_sim.protocol import PUBLIC_OPS, AppOp
+
 from ._client import AppClient
 from ._errors import (
     AccessDenied,
@@ -39,7 +41,6 @@ from ._errors import (
     VehicleOffline,
     error_from_app_error,
 )
-from ._ops import PUBLIC_OPS, AppOp
 from ._results import CommandInfo, LoginInfo, Mail, VehicleAdded
 
 __all__ = [

@@ -22,6 +22,7 @@ import aiomqtt
 import structlog
 
 from tcu_sim.protocol import (
+    AppOp,
     AppRequest,
     AppResponse,
     CommandOp,
@@ -41,7 +42,6 @@ from ._errors import (
     AppTimeout,
     error_from_app_error,
 )
-from ._ops import AppOp
 from ._results import CommandInfo, LoginInfo, Mail, VehicleAdded
 
 __all__ = ["AppClient"]

@@ -1,11 +1,23 @@
-"""The wire protocol shared by cars and cloud (SPEC §2): models, signed envelope, topics, VINs. Pure: no I/O.
+"""The wire protocol shared by cars and cloud (SPEC §2): models, signed envelope, topics, VINs, and the vocabulary
+both sides share (app API op names, the model catalogue). Pure: no I/O.
 
 Every function here refuses bad input with `ProtocolError` (and only that), whose `reason` is what a receiver
-logs and counts.
+logs and counts — except the model catalogue, which refuses a model/equipment combination that is not built (in
+a fleet file or manifest, not on the wire) with `UnsupportedConfiguration`, a `ValueError`.
 """
 
 from __future__ import annotations
 
+from ._appops import PUBLIC_OPS, AppOp
+from ._catalogue import (
+    Capabilities,
+    EnrolmentMethod,
+    Equipment,
+    UnsupportedConfiguration,
+    VehicleModel,
+    capabilities,
+    valid_equipment,
+)
 from ._envelope import (
     CLOUD,
     KeySet,
@@ -80,13 +92,16 @@ __all__ = [
     "CLOUD",
     "COMMAND_PARAMS",
     "EVENT_REQUIRED_FIELDS",
+    "PUBLIC_OPS",
     "VIN_ALPHABET",
     "AppError",
+    "AppOp",
     "AppRequest",
     "AppResponse",
     "AuxHeating",
     "AuxHeatingParams",
     "AuxState",
+    "Capabilities",
     "Command",
     "CommandOp",
     "CommandResult",
@@ -99,6 +114,8 @@ __all__ = [
     "DoorState",
     "Doors",
     "EmptyParams",
+    "EnrolmentMethod",
+    "Equipment",
     "ErrorCode",
     "Event",
     "EventType",
@@ -128,6 +145,8 @@ __all__ = [
     "TopicKind",
     "TopicRoot",
     "Topics",
+    "UnsupportedConfiguration",
+    "VehicleModel",
     "VentilationParams",
     "Verified",
     "Verifier",
@@ -136,6 +155,7 @@ __all__ = [
     "Windows",
     "b64url_decode",
     "b64url_encode",
+    "capabilities",
     "check_topic_level",
     "command_params",
     "decode_json",
@@ -145,6 +165,7 @@ __all__ = [
     "has_valid_check_digit",
     "is_valid_vin",
     "parse_body",
+    "valid_equipment",
     "validate_vin",
     "vin_check_digit",
 ]

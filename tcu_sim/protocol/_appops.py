@@ -1,4 +1,4 @@
-"""The operations of the app API (SPEC §2.5): the `op` of an `AppRequest`."""
+"""The operations of the app API (SPEC §2.5): the `op` of an `AppRequest`, shared by the app client and the cloud."""
 
 from __future__ import annotations
 

@@ -1,5 +1,8 @@
 """The model catalogue: which models exist, with which infotainment, and what each combination can do.
 
+Pure data shared by cars and cloud (the cloud decides the enrolment method and the services a car offers from it),
+so it lives with the wire contract rather than in `tcu_sim.vehicle`, which re-exports it.
+
 Choices (the seed names only the enrolment rule R5; the rest is what those cars are like):
 - Leon and Formentor come with a media system or navigation; Ateca with navigation or a plain radio; the newer
   models (Born, Tavascan, Terramar) with a media system or navigation. A radio exists only on the Ateca (it is the
@@ -19,9 +22,23 @@ from dataclasses import dataclass
 from enum import StrEnum
 from functools import cache
 
-from ._errors import UnsupportedConfiguration
+__all__ = [
+    "Capabilities",
+    "EnrolmentMethod",
+    "Equipment",
+    "UnsupportedConfiguration",
+    "VehicleModel",
+    "capabilities",
+    "valid_equipment",
+]
 
-__all__ = ["Capabilities", "EnrolmentMethod", "Equipment", "VehicleModel", "capabilities", "valid_equipment"]
+
+class UnsupportedConfiguration(ValueError):
+    """An unknown model or equipment, or a combination that is not built (e.g. a Born with a plain radio).
+
+    A `ValueError` rather than a `ProtocolError`: it refuses a fleet file or manifest entry, not a message off the
+    wire, so it has no `RefusalReason` to be counted by.
+    """
 
 
 class VehicleModel(StrEnum):

@@ -1,6 +1,7 @@
 """The pure vehicle model: catalogue, car state, and how a car reacts to commands, people and time. No I/O.
 
-- `capabilities(model, equipment)` says what a model/equipment combination can do (R5 enrolment, heater, ...).
+- `capabilities(model, equipment)` says what a model/equipment combination can do (R5 enrolment, heater, ...);
+  the catalogue is shared with the cloud, so it lives in `tcu_sim.protocol` and is re-exported here.
 - `Vehicle.new(vin, model, equipment, home, rng, now)` builds a parked car with seeded random wear and fill.
 - `Vehicle.execute(op, params, now)` runs a remote command → `Outcome` (succeeded, or failed with a
   `FailureReason`; a failed command changes nothing).
@@ -14,8 +15,17 @@ Time is always passed in (`now`, seconds); randomness only at creation, from a p
 
 from __future__ import annotations
 
-from ._catalogue import Capabilities, EnrolmentMethod, Equipment, VehicleModel, capabilities, valid_equipment
-from ._errors import ControlRefused, InvalidCommand, InvalidControl, UnsupportedConfiguration, VehicleError
+from tcu_sim.protocol import (
+    Capabilities,
+    EnrolmentMethod,
+    Equipment,
+    UnsupportedConfiguration,
+    VehicleModel,
+    capabilities,
+    valid_equipment,
+)
+
+from ._errors import ControlRefused, InvalidCommand, InvalidControl, VehicleError
 from ._vehicle import BATTERY_LOW_V, IDLE_TICK_S, MAX_NOTIFICATIONS, Outcome, Vehicle
 
 __all__ = [

@@ -1,7 +1,8 @@
 """Errors of the vehicle model: one root, subclasses grouped by what the caller does about them.
 
 `VehicleError` is a `ValueError`, so a layer that only knows "bad input" can catch that. Messages never contain
-the value of a password or pairing code.
+the value of a password or pairing code. A model/equipment combination that is not built is refused by the
+catalogue of `tcu_sim.protocol` with `UnsupportedConfiguration`, also a `ValueError` (re-exported here).
 """
 
 from __future__ import annotations
@@ -12,17 +13,12 @@ __all__ = [
     "ControlRefused",
     "InvalidCommand",
     "InvalidControl",
-    "UnsupportedConfiguration",
     "VehicleError",
 ]
 
 
 class VehicleError(ValueError):
     """Root of every error `tcu_sim.vehicle` raises on bad input; the car's state is never changed by one."""
-
-
-class UnsupportedConfiguration(VehicleError):
-    """A model/equipment combination that is not built (e.g. a Born with a plain radio)."""
 
 
 class InvalidControl(VehicleError):

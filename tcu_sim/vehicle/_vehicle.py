@@ -48,12 +48,15 @@ from tcu_sim.protocol import (
     AuxHeating,
     AuxHeatingParams,
     AuxState,
+    Capabilities,
     CommandOp,
     ConnectionInfo,
     ControlAction,
     DoorName,
     Doors,
     DoorState,
+    EnrolmentMethod,
+    Equipment,
     Event,
     EventType,
     FailureReason,
@@ -65,15 +68,16 @@ from tcu_sim.protocol import (
     PrivacyMode,
     ProtocolError,
     StatusSnapshot,
+    VehicleModel,
     VentilationParams,
     WindowName,
     Windows,
     WindowState,
+    capabilities,
     command_params,
     is_valid_vin,
 )
 
-from ._catalogue import Capabilities, EnrolmentMethod, Equipment, VehicleModel, capabilities
 from ._errors import ControlRefused, InvalidCommand, InvalidControl, VehicleError
 from ._geo import distance_km, intermediate_point
 from ._params import ControlParams

@@ -1,14 +1,19 @@
-"""The model catalogue: R5 enrolment matrix and the capability differences between models."""
+"""The model catalogue: R5 enrolment matrix and the capability differences between models; the shared vocabulary
+that `tcu_sim.vehicle` and `tcu_sim.app` re-export."""
 
 from __future__ import annotations
 
 import pytest
 
-from tcu_sim.vehicle import (
+import tcu_sim.app
+import tcu_sim.protocol
+import tcu_sim.vehicle
+from tcu_sim.protocol import (
+    PUBLIC_OPS,
+    AppOp,
     EnrolmentMethod,
     Equipment,
     UnsupportedConfiguration,
-    VehicleError,
     VehicleModel,
     capabilities,
     valid_equipment,
@@ -61,7 +66,7 @@ def test_combinations_that_are_not_built_are_refused(model: VehicleModel, equipm
 
 
 def test_unknown_names_are_refused_as_value_errors() -> None:
-    with pytest.raises(VehicleError, match="unknown model 'beetle'"):
+    with pytest.raises(UnsupportedConfiguration, match="unknown model 'beetle'"):
         capabilities("beetle", "radio")
     with pytest.raises(ValueError, match="unknown equipment 'cassette'"):
         capabilities("leon", "cassette")
@@ -94,3 +99,12 @@ def test_radio_ateca_is_the_base_trim() -> None:
     assert (caps.aux_heater, caps.ventilation, caps.infotainment_login) == (False, False, False)
     nav = capabilities(M.ATECA, E.NAVIGATION)
     assert (nav.aux_heater, nav.ventilation, nav.infotainment_login) == (True, True, True)
+
+
+def test_vehicle_and_app_re_export_the_shared_vocabulary_not_copies() -> None:
+    for name in ("Capabilities", "EnrolmentMethod", "Equipment", "UnsupportedConfiguration", "VehicleModel",
+                 "capabilities", "valid_equipment"):
+        assert getattr(tcu_sim.vehicle, name) is getattr(tcu_sim.protocol, name), name
+    assert tcu_sim.app.AppOp is AppOp
+    assert tcu_sim.app.PUBLIC_OPS is PUBLIC_OPS
+    assert issubclass(UnsupportedConfiguration, ValueError)
