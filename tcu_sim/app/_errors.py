@@ -6,6 +6,9 @@
   grouped in families that match the cloud's (`AuthenticationRequired`, `RequestRefused`, `AccessDenied`,
   `SpinError`, `ServiceUnavailable`, `RateLimited`), carrying the details a code has as attributes
   (`SpinIncorrect.remaining_tries`, `SpinLocked.locked_seconds`, `RateLimited.retry_after_s`).
+  The classes mirror `broker.cloud`'s one for one and by name, except that the cloud calls the first family
+  `AuthenticationError` and `SpinPolicy` `SpinPolicyViolation`; `tests/app/test_app_error_tree.py` keeps the two
+  trees in step.
 
 Messages come from the cloud, which never puts a secret in them; the client adds none.
 """
