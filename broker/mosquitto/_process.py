@@ -43,6 +43,7 @@ __all__ = ["MosquittoBroker", "MosquittoError", "MosquittoNotFound", "find_mosqu
 _SEARCH_PATHS = ("/usr/sbin/mosquitto", "/usr/local/sbin/mosquitto", "/opt/homebrew/sbin/mosquitto")
 _RUNNING = re.compile(r"mosquitto version \S+ running")
 _LOG_TAIL = 40
+_NOT_FOUND = "mosquitto not found: install it (apt-get install mosquitto) or set TCU_SIM_MOSQUITTO"
 
 
 class MosquittoError(RuntimeError):
@@ -51,6 +52,9 @@ class MosquittoError(RuntimeError):
 
 class MosquittoNotFound(MosquittoError):
     """No mosquitto binary: install Mosquitto or set TCU_SIM_MOSQUITTO to its path."""
+
+    def __init__(self, message: str = _NOT_FOUND) -> None:
+        super().__init__(message)
 
 
 def find_mosquitto() -> Path | None:
@@ -201,9 +205,7 @@ class MosquittoBroker:
             raise MosquittoError("the broker is already running")
         binary = self._binary or find_mosquitto()
         if binary is None:
-            raise MosquittoNotFound(
-                "mosquitto not found: install it (apt-get install mosquitto) or set TCU_SIM_MOSQUITTO"
-            )
+            raise MosquittoNotFound
         attempts = 3 if self._auto_ports and self.starts == 0 else 1
         for attempt in range(1, attempts + 1):
             if self._files is None or (attempt > 1):

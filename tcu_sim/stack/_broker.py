@@ -15,13 +15,14 @@ import sys
 import time
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass, field
-from enum import StrEnum
 from pathlib import Path
 from urllib.parse import unquote, urlsplit
 
+from broker.launch import BrokerKind, select_broker
+from broker.mosquitto import MosquittoBroker, MosquittoError, MosquittoNotFound, free_ports
 from broker.pki import FleetPKI
 from tcu_sim.fleet import BrokerUrl, parse_broker_url
-from tcu_sim.stack._config import BrokerChoice, StackConfig
+from tcu_sim.stack._config import StackConfig
 from tcu_sim.stack._errors import BrokerStartError
 
 __all__ = ["EMBEDDED_LIMITS", "AppEndpoint", "BrokerInfo", "BrokerKind", "open_broker"]
@@ -32,14 +33,6 @@ EMBEDDED_LIMITS = (
     "no persistence: sessions, queued commands and retained status are gone when `up` stops",
     "a CONNECT with another app's client id can drop that app's session before the login is checked",
 )
-
-
-class BrokerKind(StrEnum):
-    """Which broker runs."""
-
-    MOSQUITTO = "mosquitto"
-    EMBEDDED = "embedded"
-    EXTERNAL = "external"
 
 
 @dataclass(frozen=True, slots=True)
@@ -165,24 +158,24 @@ async def open_broker(
 
     `logins` are the app listener's users (username → password) of a broker the stack starts.
     """
-    choice = config.broker
-    if choice is BrokerChoice.EXTERNAL:
+    try:
+        selected = select_broker(config.broker, url=config.broker_url)
+    except MosquittoNotFound as exc:
+        raise BrokerStartError(str(exc)) from None
+    if selected.kind is BrokerKind.EXTERNAL:
         assert config.broker_url is not None  # the config's validator makes sure
         yield _external(config, logins)
         return
-    from tcu_sim.testing import MosquittoBroker, MosquittoError, find_mosquitto
-
-    binary = find_mosquitto() if choice is not BrokerChoice.EMBEDDED else None
-    if choice is BrokerChoice.MOSQUITTO and binary is None:
-        raise BrokerStartError("mosquitto not found: install it (apt-get install mosquitto) or set TCU_SIM_MOSQUITTO")
     port, app_port, notes = _ports(config)
-    if binary is None:
-        if choice is BrokerChoice.AUTO:
+    if selected.kind is BrokerKind.EMBEDDED:
+        if selected.fallback:
             notes = (*notes, "Mosquitto is not installed: running the embedded broker (install mosquitto for the "
                              "reference set-up)")
         async with _embedded(config, pki, logins, port, app_port, topic_prefix, notes) as info:
             yield info
         return
+    binary = selected.binary
+    assert binary is not None  # select_broker finds the binary of a Mosquitto it selects
     directory = config.state_dir / "broker"
     broker = MosquittoBroker(
         directory, pki, host=config.host, port=port, app_port=app_port, app_users=dict(logins),
@@ -218,8 +211,7 @@ async def _embedded(
     topic_prefix: str,
     notes: tuple[str, ...],
 ) -> AsyncIterator[BrokerInfo]:
-    from broker.embedded import EmbeddedBroker
-    from tcu_sim.testing import free_ports
+    from broker.embedded import EmbeddedBroker  # amqtt is slow to import: only when the embedded broker runs
 
     if not port or not app_port:
         port, app_port = free_ports(config.host, 2)  # amqtt cannot tell which port it got for 0

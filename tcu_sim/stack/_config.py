@@ -2,24 +2,16 @@
 
 from __future__ import annotations
 
-from enum import StrEnum
 from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from broker.launch import BrokerChoice
 
 __all__ = ["DEFAULT_APP_PORT", "DEFAULT_DEVICE_PORT", "BrokerChoice", "StackConfig"]
 
 DEFAULT_DEVICE_PORT = 8883
 DEFAULT_APP_PORT = 8884  # what `tcu-sim app` connects to when given no --broker
-
-
-class BrokerChoice(StrEnum):
-    """Which broker the stack uses."""
-
-    AUTO = "auto"  # Mosquitto when its binary is installed, else the embedded one
-    MOSQUITTO = "mosquitto"
-    EMBEDDED = "embedded"
-    EXTERNAL = "external"  # `broker_url`: a broker somebody else runs; the stack starts none
 
 
 class StackConfig(BaseModel):

@@ -21,12 +21,13 @@ import errno
 import secrets
 import ssl
 from dataclasses import dataclass, field
-from enum import StrEnum
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import unquote, urlsplit
 
 import aiomqtt
+
+from broker.launch import BrokerKind
 
 from ._errors import HarnessSetupError, NotSupported
 from ._loopthread import LoopThread
@@ -39,14 +40,6 @@ if TYPE_CHECKING:
 __all__ = ["AppLogin", "BrokerKind", "SimBroker"]
 
 _APP_POOL = 8  # app logins created with the broker; Mosquitto adds more on demand (a reload), amqtt cannot
-
-
-class BrokerKind(StrEnum):
-    """Which broker a sandbox uses."""
-
-    MOSQUITTO = "mosquitto"
-    EMBEDDED = "embedded"
-    EXTERNAL = "external"
 
 
 @dataclass(frozen=True, slots=True)

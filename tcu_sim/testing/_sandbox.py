@@ -30,6 +30,9 @@ from pathlib import Path
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Self
 
+from broker.launch import select_broker
+from broker.mosquitto import MosquittoNotFound
+
 from ._brokers import BrokerKind, SimBroker
 from ._clock import SimClock
 from ._cloud import SimCloud
@@ -228,17 +231,23 @@ class Sandbox:
         )
 
     def _open_broker(self) -> SimBroker:
-        choice = str(self._broker_choice)
-        if "://" in choice:
-            return SimBroker.open(BrokerKind.EXTERNAL, url=choice, topic_prefix=self._topic_prefix)
-        from broker.mosquitto import find_mosquitto
+        try:
+            selected = select_broker(str(self._broker_choice))
+        except MosquittoNotFound as exc:
+            raise HarnessSetupError(f"Mosquitto did not start: {exc}") from None
+        if selected.kind is BrokerKind.EXTERNAL:
+            return SimBroker.open(BrokerKind.EXTERNAL, url=selected.url, topic_prefix=self._topic_prefix)
         from broker.pki import FleetPKI
 
-        if choice == "auto":
-            choice = BrokerKind.MOSQUITTO.value if find_mosquitto() is not None else BrokerKind.EMBEDDED.value
         pki = FleetPKI(self.directory / "pki")
         pki.ensure_ca()
-        return SimBroker.open(choice, directory=self.directory / "broker", pki=pki, topic_prefix=self._topic_prefix)
+        return SimBroker.open(
+            selected.kind,
+            directory=self.directory / "broker",
+            pki=pki,
+            topic_prefix=self._topic_prefix,
+            binary=selected.binary,
+        )
 
     async def __aexit__(
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None

@@ -279,35 +279,31 @@ def mqtt_broker(
 ) -> Iterator[SimBroker]:
     """The broker of the tcu-sim fixtures (`--tcu-broker`, scope `--tcu-scope`): a `SimBroker` with `host`,
     `port`, `url`, `device_tls(identity)`, `client(identity)`, `new_app_login()`, `stop/kill/start()`."""
-    from broker.mosquitto import find_mosquitto
+    from broker.launch import BrokerChoice, BrokerKind, select_broker
     from broker.pki import FleetPKI
 
-    from ._brokers import BrokerKind, SimBroker
+    from ._brokers import SimBroker
     from ._errors import HarnessSetupError
 
     settings = tcu_settings_of(request.config)
-    choice = settings.broker
-    binary: Path | None = None
-    if choice == "mosquitto":
-        binary = require_mosquitto()
-    elif choice == "auto":
-        binary = find_mosquitto()
-        choice = "mosquitto" if binary is not None else "embedded"
+    if settings.broker == BrokerChoice.MOSQUITTO:
+        require_mosquitto()  # a missing binary skips the test here (fails it under CI=true)
+    selected = select_broker(settings.broker)
     try:
-        if choice.startswith(("mqtt://", "mqtts://")):
+        if selected.kind is BrokerKind.EXTERNAL:
             pki = FleetPKI(settings.broker_pki) if settings.broker_pki is not None else None
-            broker = SimBroker.open(BrokerKind.EXTERNAL, url=choice, pki=pki, topic_prefix=settings.topic_prefix)
+            broker = SimBroker.open(BrokerKind.EXTERNAL, url=selected.url, pki=pki, topic_prefix=settings.topic_prefix)
         else:
             directory = tmp_path_factory.mktemp("tcu-broker")
             pki = FleetPKI(directory / "pki")
             pki.ensure_ca()
             broker = SimBroker.open(
-                choice,
+                selected.kind,
                 directory=directory / "broker",
                 pki=pki,
                 topic_prefix=settings.topic_prefix,
                 shared=settings.scope != "function",
-                binary=binary,
+                binary=selected.binary,
             )
     except HarnessSetupError as exc:
         failure: str | None = str(exc)
