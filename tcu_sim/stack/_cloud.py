@@ -1,44 +1,29 @@
-"""The cloud in the stack's process, built as `tcu-sim cloud run` builds it: the registry (SQLite in the state
-directory by default), the domain services with the state's server secret, the manifest's cars imported (factory
-data, each car's free licence year), and the handler signing with the state's cloud key."""
+"""The cloud in the stack's process, built by `broker.runtime.open_cloud` as `tcu-sim cloud run` builds it: the
+registry (SQLite in the state directory by default), the domain services with the state's server secret, the
+manifest's cars imported (factory data, each car's free licence year), and the handler signing with the state's
+cloud key."""
 
 from __future__ import annotations
 
 import contextlib
-import random
 import ssl
 from collections.abc import AsyncIterator
-from datetime import UTC, datetime, time
-from pathlib import Path
 
-from broker.cloud import CloudConfig, CloudServices, PasswordHasher, ServerSecret
+from broker.cloud import CloudConfig, ManifestError, PasswordHasher, ServerSecret, load_manifest
 from broker.handler import CloudHandler, HandlerConfig
-from broker.registry import RegistryError, VehicleRecord, open_registry
+from broker.registry import RegistryError
+from broker.runtime import BrokerLogin, CloudKeys, CloudSite, open_cloud
 from tcu_sim.clock import Clock
-from tcu_sim.fleet import Manifest, StateDir, StateDirError
+from tcu_sim.events import EventStream
+from tcu_sim.fleet import StateDir, StateDirError
 from tcu_sim.stack._errors import StackError
 from tcu_sim.stack._files import load_server_secret
 
-__all__ = ["open_cloud", "vehicle_records"]
-
-
-def vehicle_records(manifest: Manifest) -> list[VehicleRecord]:
-    """The registry's vehicle records for the manifest's cars (the free licence year starts at midnight UTC of
-    the registration day, as `tcu-sim cloud run` imports them)."""
-    return [
-        VehicleRecord(
-            vin=v.vin,
-            model=v.model.value,
-            equipment=v.equipment.value,
-            registered_at=datetime.combine(v.registered_at, time(0, 0), tzinfo=UTC).timestamp(),
-            group=v.group,
-        )
-        for v in manifest.vehicles
-    ]
+__all__ = ["stack_cloud"]
 
 
 @contextlib.asynccontextmanager
-async def open_cloud(
+async def stack_cloud(
     state: StateDir,
     clock: Clock,
     *,
@@ -49,32 +34,28 @@ async def open_cloud(
     mqtt5: bool,
     topic_prefix: str,
     command_ttl_s: float,
+    events: EventStream,
     passwords: PasswordHasher | None = None,
-    rng: random.Random | None = None,
 ) -> AsyncIterator[CloudHandler]:
-    """The cloud handler, connecting to the broker at `host:port` (not yet waited for), until exit."""
+    """The cloud handler of the state directory, connecting to the broker at `host:port` (not yet waited for),
+    publishing into `events`, until exit."""
     try:
-        cloud_key = state.load_cloud_signing_key()
-        fleet_keys = state.load_fleet_keys()
-        records = vehicle_records(state.load_manifest())
-    except StateDirError as exc:
+        keys = CloudKeys(
+            state.load_cloud_signing_key(),
+            state.load_fleet_keys(),
+            ServerSecret(load_server_secret(state.cloud_dir / "server.secret")),
+        )
+        vehicles = load_manifest(state.manifest_path)
+    except (StateDirError, ManifestError) as exc:
         raise StackError(str(exc)) from None
-    secret = ServerSecret(load_server_secret(state.cloud_dir / "server.secret"))
-    if registry_url.startswith("sqlite://"):
-        Path(registry_url.removeprefix("sqlite://")).parent.mkdir(parents=True, exist_ok=True)
-    config = HandlerConfig(topic_prefix=topic_prefix, protocol="5" if mqtt5 else "3.1.1")
+    site = CloudSite(
+        registry_url=registry_url,
+        broker=BrokerLogin(host, port, tls_context=tls_context),
+        handler=HandlerConfig(topic_prefix=topic_prefix, protocol="5" if mqtt5 else "3.1.1"),
+        cloud=CloudConfig(command_ttl_s=command_ttl_s),
+    )
     try:
-        async with open_registry(registry_url) as registry:
-            services = CloudServices(
-                registry, clock, secret, config=CloudConfig(command_ttl_s=command_ttl_s), passwords=passwords,
-                rng=rng,
-            )
-            await services.vehicles.import_vehicles(records)
-            handler = CloudHandler(
-                config, services, clock, host=host, port=port, cloud_key=cloud_key, fleet_keys=fleet_keys,
-                tls_context=tls_context,
-            )
-            async with handler:
-                yield handler
+        async with open_cloud(site, clock=clock, keys=keys, vehicles=vehicles, events=events, passwords=passwords) as c:
+            yield c
     except RegistryError as exc:
         raise StackError(f"{registry_url.split('@')[-1]}: {exc}") from None

@@ -10,9 +10,11 @@ the broker (`_broker`), the cloud (`_cloud`), the fleet (`FleetRunner`; every ca
 broker being ready), the users (`_users`). Exit stops fleet, cloud and broker, in that order, and keeps the state
 directory for the next run.
 
-The stack owns one task group: its own `stack.health` task (turns changes — a car going offline, the cloud
-losing the broker — into `StackEvent`s for listeners) and whatever a caller `spawn`s for the stack's lifetime
-(the live view). The components own their tasks (`tcu[VIN]...`, `cloud...`, `mosquitto[port].log`).
+Cloud and fleet publish into one event stream, `events` (`tcu_sim.events`). The stack owns one task group: its
+own `stack.events` task (reads the stream: every command step into the `CommandLog`, and changes — a car going
+offline, the cloud losing the broker, an app request refused — into `StackEvent`s for listeners) and whatever a
+caller `spawn`s for the stack's lifetime (the live view). The components own their tasks (`tcu[VIN]...`,
+`cloud...`, `mosquitto[port].log`).
 """
 
 from __future__ import annotations
@@ -32,13 +34,22 @@ import structlog
 from broker.cloud import PasswordHasher
 from broker.handler import CloudHandler
 from broker.pki import CLOUD, FleetPKI
-from broker.registry import CommandRecord
 from tcu_sim.app import AppClient
 from tcu_sim.clock import Clock, SystemClock
+from tcu_sim.events import (
+    AppRequestRefused,
+    CarConnection,
+    CloudConnection,
+    CommandChanged,
+    Event,
+    EventStream,
+    Source,
+    Subscription,
+)
 from tcu_sim.fleet import CarSpec, FleetConfig, FleetError, FleetRunner, StateDir, expand_fleet, provision
-from tcu_sim.protocol import AuxState, Topics
+from tcu_sim.protocol import AuxState, CommandState, Topics
 from tcu_sim.stack._broker import BrokerInfo, open_broker
-from tcu_sim.stack._cloud import open_cloud
+from tcu_sim.stack._cloud import stack_cloud
 from tcu_sim.stack._config import StackConfig
 from tcu_sim.stack._errors import FleetStartError, StackError
 from tcu_sim.stack._files import load_app_logins, write_app_session
@@ -55,7 +66,6 @@ log = structlog.get_logger("tcu_sim.stack")
 STACK_APP = "tcu-sim-up"
 TERMINAL_APP = "demo-app"
 
-_HEALTH_INTERVAL_S = 0.5  # real seconds between health checks (a display cadence, not simulated time)
 _HELD_RECHECK_S = 0.25  # real seconds between looks at whether a car not yet online is held offline by a fault
 
 
@@ -137,7 +147,10 @@ class LocalStack:
         self.commands = CommandLog()
         self.timings = StackTimings()
         self.users: list[UserCar] = []
-        self.events: list[StackEvent] = []
+        #: What cloud and fleet do, as typed events: subscribe here (`events.subscribe(...)`).
+        self.events = EventStream("stack")
+        #: The recent `StackEvent` lines (the live view's log).
+        self.recent: list[StackEvent] = []
         self._passwords = passwords
         self._broker: BrokerInfo | None = None
         self._cloud: CloudHandler | None = None
@@ -249,20 +262,24 @@ class LocalStack:
 
         # The cloud before the fleet: it subscribes while the cars connect, and sees them arrive. (Cars first would
         # hand the cloud every retained status at once when it subscribes, which the embedded broker chokes on.)
+        # Subscribed before anything runs, read once the stack is up: no command step is missed.
+        watched = self.events.subscribe(
+            CommandChanged, CarConnection, CloudConnection, AppRequestRefused, name="stack.events"
+        )
+        self._exit.callback(watched.close)
         cloud = await self._exit.enter_async_context(
-            open_cloud(
+            stack_cloud(
                 self.state, self.clock, registry_url=cfg.registry_url, host=broker.device.host,
                 port=broker.device.port, tls_context=self.pki.client_ssl_context(CLOUD) if broker.device.tls else None,
                 mqtt5=broker.mqtt5, topic_prefix=self.fleet_config.topic_prefix, command_ttl_s=cfg.command_ttl_s,
-                passwords=passwords,
+                events=self.events, passwords=passwords,
             )
         )
         self._cloud = cloud
-        self._tap_commands(cloud)
 
         runner = FleetRunner(
             self.cars, state=self.state, broker=broker.device, clock=self.clock,
-            topic_prefix=self.fleet_config.topic_prefix,
+            topic_prefix=self.fleet_config.topic_prefix, events=self.events,
         )
         await self._exit.enter_async_context(runner)  # entered last, so stopped first: fleet, cloud, broker
         self._runner = runner
@@ -289,7 +306,7 @@ class LocalStack:
         group = asyncio.TaskGroup()
         await self._exit.enter_async_context(_cancelling(group, self._tasks))
         self._group = group
-        self.spawn(self._health(), name="stack.health")
+        self.spawn(self._follow(watched), name="stack.events")
 
     async def _wait_fleet_online(self, runner: FleetRunner, broker: BrokerInfo) -> None:
         """Wait until every car has come online once — except the cars a connectivity fault of their profile holds
@@ -340,55 +357,42 @@ class LocalStack:
 
     def _emit(self, text: str) -> None:
         event = StackEvent(time.time(), text)
-        self.events.append(event)
-        del self.events[:-200]
+        self.recent.append(event)
+        del self.recent[:-200]
         log.info("stack.event", text=text)
         for listener in list(self._listeners):
             listener(event)
 
-    async def _health(self) -> None:
-        """Turn changes into events: cars going offline and back, the cloud losing and regaining the broker."""
-        runner, cloud = self.fleet, self.cloud
-        online = {vin: s.online for vin, s in runner.sessions.items()}
-        cloud_up = cloud.link.connected
-        errors = dict(cloud.stats.errors)
-        while True:
-            await asyncio.sleep(_HEALTH_INTERVAL_S)
-            for vin, session in runner.sessions.items():
-                now_online = session.online
-                if now_online != online[vin]:
-                    online[vin] = now_online
-                    why = "" if now_online else f" ({session.stats.last_disconnect_reason or 'no signal'})"
-                    self._emit(f"car {vin} {'online' if now_online else 'offline'}{why}")
-            if cloud.link.connected != cloud_up:
-                cloud_up = cloud.link.connected
-                self._emit("cloud connected" if cloud_up else f"cloud lost the broker ({cloud.link.last_error})")
-            for code, count in cloud.stats.errors.items():
-                if count > errors.get(code, 0):
-                    # An app request the cloud refused (a wrong S-PIN, a car of somebody else's): no command.
-                    new = count - errors.get(code, 0)
-                    self._emit(f"cloud refused {new} app request{'s' if new > 1 else ''}: {code}")
-                    errors[code] = count
-
-    def _tap_commands(self, cloud: CloudHandler) -> None:
-        """Follow every app command: the cloud tells the app each step through its pusher; note it here too."""
-        pusher = cloud.pusher
-        original = pusher.command_progress
-
-        async def command_progress(command: CommandRecord) -> None:
-            await original(command)
+    async def _follow(self, watched: Subscription[Event]) -> None:
+        """Read the event stream: command steps into the `CommandLog`; a car going offline or coming back (as the
+        car saw it), the cloud losing or regaining the broker, an app request refused, as `StackEvent`s."""
+        online = {vin: s.online for vin, s in self.fleet.sessions.items()}
+        cloud_up = self.cloud.link.connected
+        async for event in watched:
             try:
-                await self.commands.record(
-                    command_id=command.id, vin=command.vin, op=command.op, user=await self._email(command.user_id),
-                    state=command.state, created_at=command.created_at, at=command.updated_at,
-                    reason=command.reason,
-                )
-            except Exception:  # the view must never break the cloud
-                log.exception("stack.trace_failed", command_id=command.id)
+                if isinstance(event, CommandChanged):
+                    await self._command_step(event)
+                elif isinstance(event, CarConnection) and event.source is Source.FLEET:
+                    if online.get(event.vin) != event.online:
+                        online[event.vin] = event.online
+                        why = "" if event.online else f" ({event.reason or 'no signal'})"
+                        self._emit(f"car {event.vin} {'online' if event.online else 'offline'}{why}")
+                elif isinstance(event, CloudConnection) and event.connected != cloud_up:
+                    cloud_up = event.connected
+                    self._emit("cloud connected" if cloud_up else f"cloud lost the broker ({event.error})")
+                elif isinstance(event, AppRequestRefused):
+                    # An app request the cloud refused (a wrong S-PIN, a car of somebody else's): no command.
+                    self._emit(f"cloud refused 1 app request: {event.code}")
+            except Exception:  # the view must never stop following
+                log.exception("stack.event_failed", event=type(event).__name__)
 
-        # The handler has no progress hook of its own; wrapping its pusher's method is the one place every step
-        # of every command passes (delivered, the car's results, timed_out).
-        pusher.command_progress = command_progress  # type: ignore[method-assign]  # see the comment above
+    async def _command_step(self, event: CommandChanged) -> None:
+        if event.state == CommandState.QUEUED.value:
+            return  # a trace starts queued: its steps are what came after
+        await self.commands.record(
+            command_id=event.command_id, vin=event.vin, op=event.op, user=await self._email(event.user_id),
+            state=CommandState(event.state), created_at=event.created_at, at=event.at, reason=event.reason,
+        )
 
     async def _email(self, user_id: str) -> str:
         email = self._emails.get(user_id)
