@@ -163,9 +163,11 @@ def run_command(
     verify_processes: int,
 ) -> None:
     """Run the cloud against --broker until Ctrl-C: verify and apply what cars send, answer apps, send commands."""
-    from broker.cloud import CloudConfig, CloudServices, ServerSecret
-    from broker.handler import CloudHandler, HandlerConfig
-    from broker.registry import RegistryError, open_registry
+    # Imported when the command runs: `tcu-sim --help` and the other commands stay quick to start.
+    from broker.cloud import CloudConfig, ServerSecret
+    from broker.handler import HandlerConfig
+    from broker.registry import RegistryError
+    from broker.runtime import BrokerLogin, CloudKeys, CloudSite, open_cloud
     from tcu_sim.clock import SystemClock
     from tcu_sim.fleet import StateDir, StateDirError
 
@@ -191,27 +193,27 @@ def run_command(
     except ValueError as exc:
         raise click.ClickException(f"--shared-subscriptions: {exc}") from None
     db = _db_url(db_url, state_dir)
-    if db.startswith("sqlite://"):
-        Path(db.removeprefix("sqlite://")).parent.mkdir(parents=True, exist_ok=True)
+    site = CloudSite(
+        registry_url=db,
+        broker=BrokerLogin(
+            broker.host, broker.port, tls_context=tls, username=username or broker.username,
+            password=mqtt_password or broker.password,
+        ),
+        handler=config,
+        cloud=CloudConfig(command_ttl_s=command_ttl),
+    )
+    keys = CloudKeys(cloud_key, fleet_keys, secret)
     clock = SystemClock(scale=time_scale)
 
     async def main() -> None:
-        async with open_registry(db) as registry:
-            services = CloudServices(registry, clock, secret, config=CloudConfig(command_ttl_s=command_ttl))
-            imported = await services.vehicles.import_vehicles(vehicles)
-            handler = CloudHandler(
-                config, services, clock, host=broker.host, port=broker.port, cloud_key=cloud_key,
-                fleet_keys=fleet_keys, tls_context=tls, username=username or broker.username,
-                password=mqtt_password or broker.password,
-            )
-            async with handler:
-                click.echo(f"cloud: {imported} cars, registry {db.split('@')[-1]}, broker {broker}", err=True)
-                try:
-                    await handler.wait_ready(config.connect_timeout_s * 3)
-                    click.echo("cloud: connected and subscribed; Ctrl-C stops", err=True)
-                except TimeoutError:
-                    click.echo(f"cloud: broker not reachable yet ({handler.link.last_error}); retrying", err=True)
-                await asyncio.Event().wait()  # until Ctrl-C / SIGTERM cancels us
+        async with open_cloud(site, clock=clock, keys=keys, vehicles=vehicles) as handler:
+            click.echo(f"cloud: {len(vehicles)} cars, registry {db.split('@')[-1]}, broker {broker}", err=True)
+            try:
+                await handler.wait_ready(config.connect_timeout_s * 3)
+                click.echo("cloud: connected and subscribed; Ctrl-C stops", err=True)
+            except TimeoutError:
+                click.echo(f"cloud: broker not reachable yet ({handler.link.last_error}); retrying", err=True)
+            await asyncio.Event().wait()  # until Ctrl-C / SIGTERM cancels us
 
     try:
         _run(main())
