@@ -22,12 +22,12 @@ from pathlib import Path
 
 import aiomqtt
 
+from broker.mosquitto import MosquittoBroker
 from tcu_sim.app import AppClient, AppProtocolError, CommandInfo
 from tcu_sim.bench._commands import RoundTrips
 from tcu_sim.bench._procs import ChildProcess, tcu_sim_command
 from tcu_sim.fleet import StateDir
 from tcu_sim.protocol import CommandState, PushEventType, Topics, encode_json
-from tcu_sim.testing import MosquittoBroker
 
 __all__ = ["AppRig", "CloudProcess", "app_round_trips", "bench_app_users", "connected_apps", "enrol_users"]
 

@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 
 import aiomqtt
 
+from broker.mosquitto import MosquittoBroker
 from tcu_sim.clock import SystemClock
 from tcu_sim.fleet import StateDir
 from tcu_sim.protocol import (
@@ -35,7 +36,6 @@ from tcu_sim.protocol import (
     Verifier,
     parse_body,
 )
-from tcu_sim.testing import MosquittoBroker
 
 __all__ = ["RoundTrips", "drive_commands"]
 

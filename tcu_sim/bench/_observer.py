@@ -16,8 +16,8 @@ from types import TracebackType
 import aiomqtt
 import structlog
 
+from broker.mosquitto import MosquittoBroker
 from tcu_sim.protocol import ProtocolError, TopicKind, Topics
-from tcu_sim.testing import MosquittoBroker
 
 __all__ = ["ConnectionObserver"]
 

@@ -1,6 +1,6 @@
 """What every benchmark run sets up: the open-files limit, the fleet file and state, and the broker.
 
-The broker is the test harness's `MosquittoBroker` (the generated configuration: TLS, ACLs, CRL) with two
+The broker is `broker.mosquitto.MosquittoBroker` (the generated configuration: TLS, ACLs, CRL) with two
 bench-specific lines: `max_connections -1` on every listener (spelled out, although it is Mosquitto's default,
 so a future default cannot cap a 10,000-car run) and persistence off. Without persistence a restarted broker
 holds no stale retained `online` from before the restart, so every `online` the observer sees after a restart
@@ -19,10 +19,10 @@ from typing import Any
 
 import yaml
 
+from broker.mosquitto import MosquittoBroker
 from broker.pki import FleetPKI
 from tcu_sim.clock import SystemClock
 from tcu_sim.fleet import CarSpec, StateDir, expand_fleet, load_fleet, provision
-from tcu_sim.testing import MosquittoBroker
 
 __all__ = [
     "BenchBroker",
@@ -146,7 +146,7 @@ def bench_ports(count: int, rng: random.Random, host: str = "127.0.0.1") -> list
 
 
 class BenchBroker(MosquittoBroker):
-    """The harness's Mosquitto with the bench's settings (see the module docstring); quiet about subscriptions."""
+    """`MosquittoBroker` with the bench's settings (see the module docstring); quiet about subscriptions."""
 
     def __init__(self, directory: Path, pki: FleetPKI, *, tcp_nodelay: bool = False, **kwargs: Any) -> None:
         self.tcp_nodelay = tcp_nodelay

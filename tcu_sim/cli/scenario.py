@@ -11,6 +11,7 @@ from pathlib import Path
 
 import click
 
+from broker.mosquitto import MosquittoBroker, MosquittoError
 from tcu_sim.faults import BrokerControl, ProxyMode, Scenario, ScenarioOptions, ScenarioReport, ScenarioRunner
 from tcu_sim.fleet import FleetConfigError, format_duration
 
@@ -104,7 +105,6 @@ def run_command(
 
 async def _run(loaded: Scenario, directory: Path, options: ScenarioOptions) -> ScenarioReport:
     from broker.pki import FleetPKI
-    from tcu_sim.testing import MosquittoBroker, MosquittoError
 
     pki = FleetPKI(directory / "pki")
     pki.ensure_ca()

@@ -34,6 +34,7 @@ from typing import Any
 
 import structlog
 
+from broker.mosquitto import MosquittoBroker
 from tcu_sim.app import (
     AppClient,
     AppConnectionError,
@@ -57,7 +58,6 @@ from tcu_sim.fleet import (
     select_cars,
 )
 from tcu_sim.protocol import Topics
-from tcu_sim.testing import MosquittoBroker
 from tcu_sim.transport import Backoff, TcuSession
 
 from ._attacks import Attacker, AttackKind, CommandForge, StatusForge
