@@ -4,10 +4,10 @@
         async with broker.client(vin) as car:              # mutual TLS as the car (CN = VIN)
             await car.publish(f"tcu/{vin}/status", b"...", qos=1)
 
-The one launcher of Mosquitto: `tcu-sim up`, scenarios and the bench start it, and the test harness
-(`tcu_sim.testing`) re-exports it. The broker runs with the configuration from `broker.mosquitto` (both listeners,
-ACLs, CRL, persistence in its directory). Readiness is the broker's own "running" log line followed by a real MQTT
-connection, not a sleep. Its log is kept (in memory and in `<directory>/mosquitto.log`) and quoted when it fails.
+The one launcher of Mosquitto: `tcu-sim up`, scenarios and the bench start it, and the test harness re-exports
+it. The broker runs with the configuration from `broker.mosquitto` (both listeners, ACLs, CRL, persistence in its
+directory). Readiness is the broker's own "running" log line followed by a real MQTT connection, not a sleep.
+Its log is kept (in memory and in `<directory>/mosquitto.log`) and quoted when it fails.
 `stop()` (SIGTERM: saves the persistence file), `kill()` (SIGKILL) and `start()` again on the same ports allow
 restarts; `reload()` (SIGHUP) re-reads ACLs, passwords and the CRL.
 """
@@ -27,7 +27,7 @@ import ssl
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from types import TracebackType
-from typing import Any
+from typing import Any, Self
 
 import aiomqtt
 
@@ -186,7 +186,7 @@ class MosquittoBroker:
         return tuple(sorted(self._app_passwords))
 
     # --- lifecycle
-    async def __aenter__(self) -> MosquittoBroker:
+    async def __aenter__(self) -> Self:
         await self.start()
         return self
 
