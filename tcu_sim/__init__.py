@@ -30,6 +30,7 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING, Any
 
+from tcu_sim._version import __version__
 from tcu_sim.clock import Clock, SkewedClock, SystemClock, VirtualClock
 
 if TYPE_CHECKING:
@@ -87,7 +88,6 @@ __all__ = [
     "provision",
 ]
 
-__version__ = "0.1.0"
 
 _LAZY: dict[str, str] = {
     "AppClient": "tcu_sim.app",

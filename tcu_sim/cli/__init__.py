@@ -6,7 +6,7 @@ import importlib
 
 import click
 
-from tcu_sim import __version__
+from tcu_sim._version import __version__
 from tcu_sim.logging import configure_logging
 
 __all__ = ["cli", "main"]
