@@ -8,7 +8,8 @@ only observes, drives and measures:
     print(render_table(report))
 
 The measurement steps are importable on their own (`run_size`, `drive_commands`) so that a test can run them
-on a handful of cars. The cloud's status throughput (P3) is the cloud's own measurement, `broker.handler._bench`.
+on a handful of cars. The cloud's status throughput (P3) is measured in-process, one cloud handler built by
+`broker.runtime` draining a real Mosquitto (`tcu_sim.bench._p3`, also `python -m tcu_sim.bench._p3`).
 """
 
 from __future__ import annotations

@@ -1,24 +1,26 @@
 """SPEC P3 measured end to end: signed statuses from many cars, through a real Mosquitto, verified and applied by
-ONE cloud process (`CloudHandler`), none lost.
+ONE cloud process (the `CloudHandler` that `broker.runtime` builds), none lost.
 
     result = await measure_status_throughput(messages=20_000, cars=1_000, registry_url="sqlite:///tmp/p3.db")
     print(result.summary())
 
 or from a shell (a scratch PostgreSQL database is created and dropped with `--db postgresql`):
 
-    .venv/bin/python -m broker.handler._bench --messages 20000 --cars 1000 --db sqlite
-    .venv/bin/python -m broker.handler._bench --db postgresql --pg-admin postgresql://postgres@127.0.0.1:5432/postgres
-    .venv/bin/python -m broker.handler._bench --config '{"verify_processes": 2}' --json
+    .venv/bin/python -m tcu_sim.bench._p3 --messages 20000 --cars 1000 --db sqlite
+    .venv/bin/python -m tcu_sim.bench._p3 --db postgresql --pg-admin postgresql://postgres@127.0.0.1:5432/postgres
+    .venv/bin/python -m tcu_sim.bench._p3 --config '{"verify_processes": 2}' --json
 
 How it runs (nothing of the set-up is timed):
 1. A fleet of `cars` keys and factory records; `messages` statuses signed beforehand, round robin over the cars,
    each car's `seq` and `updated_at` growing (so the newest status per car is known).
-2. A Mosquitto with the project's generated configuration (mutual TLS, ACLs; `max_inflight_messages` as in
-   production) but an unbounded queue for offline sessions, plus a `p3-feeder` identity allowed to publish on
-   `tcu/+/status` (publishing from 1,000 separate car connections would measure the feeder, not the cloud).
-3. The cloud connects once to create its persistent session and subscriptions, and leaves. The feeder publishes
-   every status (QoS 1) — plus `duplicates` copies of already published ones, as a redelivery would bring them —
-   and Mosquitto queues them for the cloud's session.
+2. A Mosquitto (`MosquittoBroker`) with the project's generated configuration (mutual TLS, ACLs;
+   `max_inflight_messages` as in production) but an unbounded queue for offline sessions, plus a `p3-feeder`
+   identity allowed to publish on `tcu/+/status` (publishing from 1,000 separate car connections would measure
+   the feeder, not the cloud).
+3. The cloud — registry and services from `broker.runtime.open_services`, a handler from `cloud_handler` (two in
+   turn over the one registry) — connects once to create its persistent session and subscriptions, and leaves.
+   The feeder publishes every status (QoS 1) — plus `duplicates` copies of already published ones, as a
+   redelivery would bring them — and Mosquitto queues them for the cloud's session.
 4. The clock starts, the cloud connects again and drains the queue; the clock stops when its counters show every
    message applied or refused as a duplicate. That is the cloud's own rate: the broker only hands over what it
    holds, and no publisher competes for the CPU.
@@ -37,7 +39,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import getpass
 import json
 import random
 import secrets
@@ -52,14 +53,15 @@ from typing import Any
 
 import aiomqtt
 
-from broker.cloud import CloudServices, PasswordHasher, ServerSecret
-from broker.registry import VehicleRecord, open_registry
+from broker.cloud import PasswordHasher, ServerSecret
+from broker.handler import CloudHandler, HandlerConfig, HandlerStats
+from broker.mosquitto import AclPolicy, Grant, GrantAccess, MosquittoBroker
+from broker.pki import CLOUD as CLOUD_IDENTITY
+from broker.pki import FleetPKI
+from broker.registry import Registry, VehicleRecord
+from broker.runtime import BrokerLogin, CloudKeys, cloud_handler, open_services
 from tcu_sim.clock import SystemClock
 from tcu_sim.protocol import CLOUD, KeySet, MessageType, Signer, SigningKey, Topics, generate_vin
-
-from ._config import HandlerConfig
-from ._handler import CloudHandler
-from ._stats import HandlerStats
 
 __all__ = ["StatusThroughput", "measure_status_throughput", "scratch_postgres"]
 
@@ -234,68 +236,30 @@ def _make_fleet(cars: int, messages: int, now: float, rng: random.Random) -> _Fl
 
 
 # -- the broker ----------------------------------------------------------------------------------------------
-class _Broker:
-    """Mosquitto with the generated configuration, queues unbounded for the cloud's offline session."""
+class _Broker(MosquittoBroker):
+    """Mosquitto with the generated configuration (mutual TLS, ACLs, no app listener, no persistence), queues
+    unbounded for the cloud's offline session, `max_inflight_messages` as given, and the feeder's grant."""
 
     def __init__(self, directory: Path, *, max_inflight: int) -> None:
-        from broker.pki import FleetPKI
-
-        self.directory = directory
-        self.pki = FleetPKI(directory / "pki")
+        super().__init__(
+            directory / "mosquitto", FleetPKI(directory / "pki"), app_port=None, persistence=False,
+            policy=AclPolicy(named={FEEDER: (Grant(GrantAccess.WRITE, "tcu/+/status"),)}),
+            log_types=("error", "warning", "information"),  # "information" carries the readiness line
+        )
         self.max_inflight = max_inflight
-        self.port = 0
-        self._process: asyncio.subprocess.Process | None = None
 
-    async def __aenter__(self) -> _Broker:
-        from broker.mosquitto import AclPolicy, Grant, GrantAccess, MosquittoConfig, write_config
-        from tcu_sim.testing import find_mosquitto, free_ports, probe_connect
-
-        binary = find_mosquitto()
-        if binary is None:
-            raise RuntimeError("mosquitto not found (apt-get install mosquitto, or set TCU_SIM_MOSQUITTO)")
-        self.pki.ensure_ca()
-        self.pki.ensure_cloud()
-        self.pki.ensure_identity(FEEDER)
-        (self.port,) = free_ports("127.0.0.1", 1)
-        config = MosquittoConfig.from_pki(
-            self.pki, host="127.0.0.1", port=self.port, app_port=None, persistence=False,
-            max_queued_messages=0, max_inflight_messages=self.max_inflight,
-            log_types=("error", "warning"), run_as_user=getpass.getuser(),
-        )
-        policy = AclPolicy(named={FEEDER: (Grant(GrantAccess.WRITE, "tcu/+/status"),)})
-        files = write_config(self.directory / "mosquitto", config, policy=policy, app_users={})
-        self._process = await asyncio.create_subprocess_exec(
-            str(binary), "-c", str(files.config),
-            stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL,
-        )
-        async with asyncio.timeout(10):
-            while True:
-                outcome = await probe_connect("127.0.0.1", self.port, ssl_context=self.tls("cloud"), timeout=1.0)
-                if outcome.accepted:
-                    break
-                if self._process.returncode is not None:
-                    raise RuntimeError(f"mosquitto exited with {self._process.returncode}")
-                await asyncio.sleep(0.05)  # not a test: polling a starting process for readiness
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        if self._process is not None and self._process.returncode is None:
-            self._process.terminate()
-            try:
-                async with asyncio.timeout(10):
-                    await self._process.wait()
-            except TimeoutError:
-                self._process.kill()
-                await self._process.wait()
-
-    def tls(self, identity: str) -> Any:
-        return self.pki.client_ssl_context(identity)
+    def _write_config(self) -> None:
+        super()._write_config()
+        limits = {"max_queued_messages": "0", "max_inflight_messages": str(self.max_inflight)}
+        lines = self.files.config.read_text(encoding="utf-8").splitlines()
+        out = [f"{key} {limits[key]}" if (key := line.partition(" ")[0]) in limits else line for line in lines]
+        self.files.config.write_text("\n".join(out) + "\n", encoding="utf-8")
 
 
 async def _feed(broker: _Broker, topics: Topics, messages: list[tuple[str, bytes]], *, retain: bool) -> None:
     """Publish every message QoS 1, many in flight at once."""
     async with aiomqtt.Client(
-        "127.0.0.1", broker.port, identifier=FEEDER, tls_context=broker.tls(FEEDER),
+        broker.host, broker.port, identifier=FEEDER, tls_context=broker.ssl_context(FEEDER),
         protocol=aiomqtt.ProtocolVersion.V5, timeout=30, max_inflight_messages=1000,
     ) as client:
         client.pending_calls_threshold = 1_000_000  # many publishes in flight is the point here
@@ -343,17 +307,19 @@ async def measure_status_throughput(
         fleet = _make_fleet(cars, messages, clock.now(), rng)
         copies = [fleet.messages[rng.randrange(len(fleet.messages))] for _ in range(duplicates)]
         topics = Topics(cfg.topic_prefix)
-        async with _Broker(root, max_inflight=max_inflight) as broker, open_registry(url) as registry:
-            services = CloudServices(
-                registry, clock, ServerSecret(secrets.token_bytes(32)), passwords=PasswordHasher.for_tests()
-            )
-            await services.vehicles.import_vehicles(fleet.records)
+        secret = ServerSecret(secrets.token_bytes(32))
+        async with (
+            _Broker(root, max_inflight=max_inflight) as broker,
+            open_services(
+                url, clock=clock, secret=secret, vehicles=fleet.records, passwords=PasswordHasher.for_tests()
+            ) as services,
+        ):
+            registry = services.registry
+            login = BrokerLogin(broker.host, broker.port, tls_context=broker.ssl_context(CLOUD_IDENTITY))
+            keys = CloudKeys(SigningKey.generate("cloud-1"), fleet.keys, secret)
 
             def handler() -> CloudHandler:
-                return CloudHandler(
-                    cfg, services, clock, host="127.0.0.1", port=broker.port, cloud_key=SigningKey.generate("cloud-1"),
-                    fleet_keys=fleet.keys, tls_context=broker.tls("cloud"),
-                )
+                return cloud_handler(services, cfg, login, keys=keys)
 
             async with handler() as first:  # creates the persistent session and its subscriptions
                 await first.wait_ready(30)
@@ -434,7 +400,7 @@ def _verify_cost_us(rounds: int = 2000) -> float:
     return (time.thread_time() - started) / rounds * 1e6
 
 
-async def _count_newest(registry: Any, newest: dict[str, tuple[int, float]]) -> int:
+async def _count_newest(registry: Registry, newest: dict[str, tuple[int, float]]) -> int:
     good = 0
     for vin, (_seq, at) in newest.items():
         state = await registry.get_vehicle_state(vin)
@@ -490,8 +456,8 @@ async def _main(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """`python -m broker.handler._bench`: one P3 measurement, printed; exit 1 when something was lost."""
-    parser = argparse.ArgumentParser(prog="python -m broker.handler._bench", description=__doc__.split("\n")[0])
+    """`python -m tcu_sim.bench._p3`: one P3 measurement, printed; exit 1 when something was lost."""
+    parser = argparse.ArgumentParser(prog="python -m tcu_sim.bench._p3", description=__doc__.split("\n")[0])
     parser.add_argument("--messages", type=int, default=20_000)
     parser.add_argument("--cars", type=int, default=1_000)
     parser.add_argument("--duplicates", type=int, default=0)

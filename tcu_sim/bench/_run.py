@@ -460,9 +460,9 @@ async def run_bench(options: BenchOptions, command: str) -> BenchReport:
 
 
 async def p3_figures(shared: SizeReport, workdir: Path, options: BenchOptions) -> None:
-    """SPEC P3 with the cloud's own measurement (`broker.handler._bench`): signed statuses published to a real
-    Mosquitto and drained by one cloud process, every message accounted for."""
-    from broker.handler._bench import measure_status_throughput  # the cloud's own P3 set-up and checks
+    """SPEC P3 (`tcu_sim.bench._p3`): signed statuses published to a real Mosquitto and drained by one cloud
+    process, every message accounted for."""
+    from tcu_sim.bench._p3 import measure_status_throughput  # loads the whole cloud: only when P3 runs
 
     messages = options.p3_cars * options.p3_per_car
     options.progress(f"P3: {messages} signed statuses from {options.p3_cars} cars through one cloud process")

@@ -1,4 +1,4 @@
-"""The P3 measurement (`broker.handler._bench`) runs end to end and accounts for every message — what `make bench`
+"""The P3 measurement (`tcu_sim.bench._p3`) runs end to end and accounts for every message — what `make bench`
 relies on. Only its bookkeeping is checked here: how fast it went is measured by the bench, never asserted."""
 
 from __future__ import annotations
@@ -6,7 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from broker.handler import HandlerConfig
-from broker.handler._bench import measure_status_throughput
+from tcu_sim.bench._p3 import measure_status_throughput
 from tcu_sim.testing.plugin import require_mosquitto
 
 
