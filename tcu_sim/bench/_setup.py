@@ -10,7 +10,6 @@ was sent by a car that really came back; the cars re-subscribe on every connect 
 from __future__ import annotations
 
 import random
-import resource
 import socket
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
@@ -22,14 +21,14 @@ import yaml
 from broker.mosquitto import MosquittoBroker
 from broker.pki import FleetPKI
 from tcu_sim.clock import SystemClock
-from tcu_sim.fleet import CarSpec, StateDir, expand_fleet, load_fleet, provision
+from tcu_sim.fleet import CarSpec, StateDir, expand_fleet, load_fleet, provision, raise_open_files_limit
 
 __all__ = [
     "BenchBroker",
     "BenchFleet",
     "bench_ports",
     "prepare_fleet",
-    "raise_open_files_limit",
+    "raise_open_files_limit",  # from tcu_sim.fleet: the bench lifts the limit as far as it goes
     "write_fleet_file",
 ]
 
@@ -37,15 +36,6 @@ FLEET_NAME = "bench"
 FLEET_SEED = 6000
 #: Two-key-verification models only: the app round trip (P2) enrols cars by `tkov` from the simulator.
 _GROUPS = (("leon", "leon", 0.6), ("formentor", "formentor", 0.4))
-
-
-def raise_open_files_limit() -> tuple[int, int]:
-    """Lift this process's soft RLIMIT_NOFILE to the hard limit; children (broker, fleet, cloud) inherit it.
-    Returns (soft, hard) after the change."""
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    if soft < hard:
-        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
-    return resource.getrlimit(resource.RLIMIT_NOFILE)
 
 
 def write_fleet_file(path: Path, cars: int, *, status_interval_s: float = 60.0, today: date | None = None) -> Path:

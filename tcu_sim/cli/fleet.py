@@ -21,6 +21,7 @@ from tcu_sim.fleet import (
     load_fleet,
     parse_shard,
     provision,
+    raise_open_files_limit,
 )
 
 __all__ = ["SHARD", "ShardParamType", "fleet", "load_fleet_or_fail"]
@@ -181,7 +182,9 @@ def run_command(
         provision(cars, state, clock=SystemClock(), pki=broker.tls)
     except FleetError as exc:
         raise click.ClickException(str(exc)) from None
-    _raise_open_files_limit(len(cars))
+    soft, _ = raise_open_files_limit(len(cars) + 1024)  # each car holds a socket
+    if len(cars) + 256 > soft:
+        click.echo(f"warning: open-file limit {soft} is low for {len(cars)} cars (raise `ulimit -n`)", err=True)
 
     async def main() -> None:
         runner = FleetRunner(
@@ -204,18 +207,6 @@ def run_command(
                     click.echo(f"online {runner.online_count}/{len(cars)}, published {published}", err=True)
 
     _run_until_signal(main())
-
-
-def _raise_open_files_limit(cars: int) -> None:
-    """Each car holds a socket: lift the soft limit on open files up to the hard one."""
-    import resource
-
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    wanted = min(hard, max(soft, cars + 1024))
-    if wanted > soft:
-        resource.setrlimit(resource.RLIMIT_NOFILE, (wanted, hard))
-    if cars + 256 > wanted:
-        click.echo(f"warning: open-file limit {wanted} is low for {cars} cars (raise `ulimit -n`)", err=True)
 
 
 def _run_until_signal(coro: Coroutine[Any, Any, None]) -> None:

@@ -41,6 +41,7 @@ from tcu_sim.fleet._expand import (
     select_cars,
     select_shard,
 )
+from tcu_sim.fleet._limits import raise_open_files_limit
 from tcu_sim.fleet._load import fleet_schema, fleet_schema_json, load_fleet, parse_fleet
 from tcu_sim.fleet._provision import ProvisionResult, issue_certificates, provision
 from tcu_sim.fleet._runner import BrokerUrl, FleetRunner, car_tls_context, parse_broker_url
@@ -94,6 +95,7 @@ __all__ = [
     "parse_selector",
     "parse_shard",
     "provision",
+    "raise_open_files_limit",
     "select_cars",
     "select_shard",
 ]

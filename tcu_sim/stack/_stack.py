@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import resource
 import time
 from collections.abc import AsyncIterator, Callable, Coroutine, Mapping
 from dataclasses import dataclass, field
@@ -46,7 +45,16 @@ from tcu_sim.events import (
     Source,
     Subscription,
 )
-from tcu_sim.fleet import CarSpec, FleetConfig, FleetError, FleetRunner, StateDir, expand_fleet, provision
+from tcu_sim.fleet import (
+    CarSpec,
+    FleetConfig,
+    FleetError,
+    FleetRunner,
+    StateDir,
+    expand_fleet,
+    provision,
+    raise_open_files_limit,
+)
 from tcu_sim.protocol import AuxState, CommandState, Topics
 from tcu_sim.stack._broker import BrokerInfo, open_broker
 from tcu_sim.stack._cloud import stack_cloud
@@ -250,7 +258,7 @@ class LocalStack:
         except FleetError as exc:
             raise StackError(str(exc)) from None
         self.timings.provision_s = time.monotonic() - t0
-        _raise_open_files_limit(len(self.cars))
+        raise_open_files_limit(len(self.cars) + 1024)  # each car holds a socket
         logins = load_app_logins(self.state.root / "app-logins.json", [STACK_APP, TERMINAL_APP])
 
         broker = await self._exit.enter_async_context(
@@ -508,14 +516,6 @@ def _faults(runner: FleetRunner, session: TcuSession) -> str:
     if len(session.outbox):
         out.append(f"outbox {len(session.outbox)}")
     return ", ".join(out)
-
-
-def _raise_open_files_limit(cars: int) -> None:
-    """Each car holds a socket: lift the soft limit on open files towards the hard one."""
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    wanted = min(hard, max(soft, cars + 1024))
-    if wanted > soft:
-        resource.setrlimit(resource.RLIMIT_NOFILE, (wanted, hard))
 
 
 @contextlib.asynccontextmanager
