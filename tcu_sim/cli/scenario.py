@@ -12,8 +12,9 @@ from pathlib import Path
 import click
 
 from broker.mosquitto import MosquittoBroker, MosquittoError
-from tcu_sim.faults import BrokerControl, ProxyMode, Scenario, ScenarioOptions, ScenarioReport, ScenarioRunner
+from tcu_sim.faults import BrokerControl, ProxyMode
 from tcu_sim.fleet import FleetConfigError, format_duration
+from tcu_sim.scenario import Scenario, ScenarioOptions, ScenarioReport, ScenarioRunner
 
 __all__ = ["scenario"]
 
@@ -28,7 +29,7 @@ _FILE = click.Path(exists=True, dir_okay=False, path_type=Path)
 
 
 def _load(file: Path) -> Scenario:
-    from tcu_sim.faults import load_scenario
+    from tcu_sim.scenario import load_scenario
 
     try:
         return load_scenario(file)

@@ -1,4 +1,5 @@
-"""Fault injection (SPEC §5): connectivity, transport, broker, time and attacks, and scenario runs."""
+"""Fault injection (SPEC §5): connectivity, transport, broker, time and attacks (scenario runs that use them are
+`tcu_sim.scenario`)."""
 
 from __future__ import annotations
 
@@ -12,15 +13,10 @@ from ._errors import (
     ProxyError,
     ToxiproxyError,
 )
-from ._expect import Expectation, ExpectKind, parse_expectation
 from ._fleet import CarFaults, ControllableBroker, FaultLog, FleetFaults, Injection, ProxyMode, TransportBackend
-from ._observe import CloudObserver, Handled, token_claims
 from ._operator import FaultOperator, control_payload, fault_payload
 from ._outage import OutageModel, fault_rng
 from ._proxy import FaultProxy, ProxyRoute, RouteStats
-from ._report import CarSummary, CloudSummary, ExpectationResult, ScenarioReport, StepRecord
-from ._run import ScenarioOptions, ScenarioRunner
-from ._scenario import AppParams, AttackParams, Scenario, ScenarioStepPlan, load_scenario, parse_scenario
 from ._spec import (
     BandwidthFault,
     BlackHoleFault,
@@ -50,9 +46,7 @@ from ._toxiproxy import ToxiproxyClient, toxiproxy_toxics
 
 __all__ = [
     "BROKER_ACTIONS",
-    "AppParams",
     "AttackKind",
-    "AttackParams",
     "Attacker",
     "BandwidthFault",
     "BlackHoleFault",
@@ -60,19 +54,13 @@ __all__ = [
     "BrokerControlError",
     "CarFault",
     "CarFaults",
-    "CarSummary",
     "ClearFault",
     "ClearWhat",
     "ClockSkewFault",
-    "CloudObserver",
-    "CloudSummary",
     "CommandForge",
     "ControllableBroker",
     "DataLimitFault",
     "Direction",
-    "ExpectKind",
-    "Expectation",
-    "ExpectationResult",
     "FaultError",
     "FaultKind",
     "FaultLog",
@@ -82,7 +70,6 @@ __all__ = [
     "FaultUnavailable",
     "FlakyFault",
     "FleetFaults",
-    "Handled",
     "Injection",
     "LatencyFault",
     "OfflineFault",
@@ -94,15 +81,9 @@ __all__ = [
     "ResetFault",
     "RestartFault",
     "RouteStats",
-    "Scenario",
-    "ScenarioOptions",
-    "ScenarioReport",
-    "ScenarioRunner",
-    "ScenarioStepPlan",
     "Scope",
     "SlicerFault",
     "StatusForge",
-    "StepRecord",
     "Toxic",
     "ToxiproxyClient",
     "ToxiproxyError",
@@ -115,11 +96,7 @@ __all__ = [
     "fault_payload",
     "fault_rng",
     "flip_signature",
-    "load_scenario",
-    "parse_expectation",
     "parse_fault",
-    "parse_scenario",
     "step_fault_params",
-    "token_claims",
     "toxiproxy_toxics",
 ]

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from tcu_sim.clock import VirtualClock
-from tcu_sim.faults import CloudObserver, FleetFaults, Handled, Injection
+from tcu_sim.faults import FleetFaults, Injection
 from tcu_sim.fleet import (
     BrokerUrl,
     CarSpec,
@@ -26,6 +26,7 @@ from tcu_sim.fleet import (
     provision,
 )
 from tcu_sim.protocol import KeySet, SigningKey
+from tcu_sim.scenario import CloudObserver, Handled
 from tcu_sim.testing import Inbox, MosquittoBroker
 from tcu_sim.transport import Backoff, SeqStore, TcuConfig, TcuSession
 from tcu_sim.vehicle import Vehicle

@@ -14,7 +14,8 @@ import click
 import pytest
 
 from tcu_sim.cli import cli
-from tcu_sim.faults import parse_fault, parse_scenario
+from tcu_sim.faults import parse_fault
+from tcu_sim.scenario import parse_scenario
 
 ROOT = Path(__file__).resolve().parents[2]
 DOC = ROOT / "docs" / "faults.md"

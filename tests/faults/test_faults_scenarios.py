@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 from faults_kit import replay_faults
 
-from tcu_sim.faults import ScenarioOptions, ScenarioReport, ScenarioRunner, load_scenario
+from tcu_sim.scenario import ScenarioOptions, ScenarioReport, ScenarioRunner, load_scenario
 from tcu_sim.testing import MosquittoBroker
 
 SCENARIOS = Path(__file__).resolve().parents[2] / "fleet_configs" / "scenarios"

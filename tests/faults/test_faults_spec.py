@@ -17,8 +17,6 @@ from tcu_sim.faults import (
     BlackHoleFault,
     ClockSkewFault,
     Direction,
-    ExpectationResult,
-    ExpectKind,
     FaultKind,
     FaultSpecError,
     FlakyFault,
@@ -26,20 +24,18 @@ from tcu_sim.faults import (
     LatencyFault,
     OfflineFault,
     OutageModel,
-    ScenarioReport,
     Scope,
     SlicerFault,
     describe_fault,
     fault_for_step,
     fault_payload,
     fault_rng,
-    parse_expectation,
     parse_fault,
-    parse_scenario,
     toxiproxy_toxics,
 )
 from tcu_sim.fleet import FleetConfigError, OutageDistribution, ScenarioAction, ScenarioStep
 from tcu_sim.protocol import CommandState, ErrorCode, RefusalReason, RejectReason, decode_json
+from tcu_sim.scenario import ExpectationResult, ExpectKind, ScenarioReport, parse_expectation, parse_scenario
 
 FLEET = """
 name: spec-test

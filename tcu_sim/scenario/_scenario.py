@@ -31,6 +31,7 @@ from typing import Any
 
 import yaml
 
+from tcu_sim.faults import AttackKind, CarFault, FaultSpecError, fault_for_step
 from tcu_sim.fleet import (
     ConfigIssue,
     FleetConfig,
@@ -44,10 +45,7 @@ from tcu_sim.fleet import (
 )
 from tcu_sim.protocol import CommandOp
 
-from ._attacks import AttackKind
-from ._errors import FaultSpecError
 from ._expect import Expectation, parse_expectation
-from ._spec import CarFault, fault_for_step
 
 __all__ = ["AppParams", "AttackParams", "Scenario", "ScenarioStepPlan", "load_scenario", "parse_scenario"]
 

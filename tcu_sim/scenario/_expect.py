@@ -31,10 +31,9 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
 
+from tcu_sim.faults import FaultSpecError
 from tcu_sim.fleet import ScenarioAction, format_duration, parse_duration, parse_selector
 from tcu_sim.protocol import CommandState, ErrorCode, RefusalReason, RejectReason
-
-from ._errors import FaultSpecError
 
 __all__ = ["DEFAULT_WITHIN_S", "ExpectKind", "Expectation", "parse_expectation"]
 

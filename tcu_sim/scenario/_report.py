@@ -7,9 +7,8 @@ import xml.etree.ElementTree as ET
 from dataclasses import dataclass, field
 from typing import Any
 
+from tcu_sim.faults import Injection
 from tcu_sim.fleet import format_duration
-
-from ._fleet import Injection
 
 __all__ = ["CarSummary", "CloudSummary", "ExpectationResult", "ScenarioReport", "StepRecord"]
 

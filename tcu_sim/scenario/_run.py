@@ -45,6 +45,7 @@ from tcu_sim.app import (
     SpinLocked,
 )
 from tcu_sim.clock import VirtualClock
+from tcu_sim.faults import Attacker, AttackKind, CommandForge, FleetFaults, ProxyMode, StatusForge
 from tcu_sim.fleet import (
     BrokerUrl,
     CarSpec,
@@ -60,16 +61,14 @@ from tcu_sim.fleet import (
 from tcu_sim.protocol import Topics
 from tcu_sim.transport import Backoff, TcuSession
 
-from ._attacks import Attacker, AttackKind, CommandForge, StatusForge
 from ._expect import Expectation, ExpectKind
-from ._fleet import FleetFaults, ProxyMode
 from ._observe import CloudObserver, token_claims
 from ._report import CarSummary, CloudSummary, ExpectationResult, ScenarioReport, StepRecord
 from ._scenario import Scenario, ScenarioStepPlan
 
 __all__ = ["ScenarioOptions", "ScenarioRunner"]
 
-log = structlog.get_logger("tcu_sim.faults.scenario")
+log = structlog.get_logger("tcu_sim.scenario")
 
 _VERIFY_CODE = re.compile(r"verify\?code=([A-Za-z0-9_-]+)")
 
