@@ -36,6 +36,8 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 from paho.mqtt.subscribeoptions import SubscribeOptions
 
+from tcu_sim._net import SOCKET_OPTIONS
+
 from ._config import HandlerConfig
 from ._stats import HandlerStats
 
@@ -247,6 +249,7 @@ class MqttLink:
             timeout=cfg.connect_timeout_s,
             queue_type=queue_type,
             max_queued_incoming_messages=cfg.incoming_queue_limit,
+            socket_options=SOCKET_OPTIONS,
         )
         self._queue = created[0] if created else None
         if cfg.ack_after_apply:

@@ -32,6 +32,7 @@ from typing import Any, Self
 import aiomqtt
 
 from broker.pki import CLOUD, FleetPKI
+from tcu_sim._net import SOCKET_OPTIONS
 
 from ._acl import AclPolicy
 from ._config import LogType, MosquittoConfig, MosquittoFiles, write_config
@@ -428,6 +429,7 @@ class MosquittoBroker:
     ) -> aiomqtt.Client:
         """An aiomqtt client for the device listener, authenticated by `identity`'s certificate (issued if
         missing): a VIN, `cloud`, `operator` or a named identity. The client id defaults to the identity."""
+        kwargs.setdefault("socket_options", SOCKET_OPTIONS)
         return aiomqtt.Client(
             self.host,
             self.port,
@@ -451,6 +453,7 @@ class MosquittoBroker:
         """An aiomqtt client for the app listener, logged in as `username` (its password by default)."""
         if self.app_port is None:
             raise MosquittoError("this broker has no app listener")
+        kwargs.setdefault("socket_options", SOCKET_OPTIONS)
         return aiomqtt.Client(
             self.host,
             self.app_port,

@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import random
-import socket
 import ssl
 from collections import OrderedDict
 from collections.abc import AsyncIterator, Mapping
@@ -21,6 +20,7 @@ from typing import Any, Self
 import aiomqtt
 import structlog
 
+from tcu_sim._net import SOCKET_OPTIONS
 from tcu_sim.protocol import (
     AppOp,
     AppRequest,
@@ -122,8 +122,7 @@ class AppClient:
             protocol=self._protocol,
             clean_session=True if self._protocol is not aiomqtt.ProtocolVersion.V5 else None,
             timeout=self.connect_timeout,
-            # Requests are small packets: without TCP_NODELAY, Nagle's algorithm adds ~40 ms to every round trip.
-            socket_options=[(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)],
+            socket_options=SOCKET_OPTIONS,
         )
         try:
             async with asyncio.timeout(self.connect_timeout):

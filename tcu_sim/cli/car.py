@@ -15,6 +15,7 @@ import aiomqtt
 import click
 
 from broker.pki import FleetPKI
+from tcu_sim._net import SOCKET_OPTIONS
 from tcu_sim.cli._broker_url import parse_broker_url, tls_context
 from tcu_sim.protocol import ControlAction, ControlMessage, ProtocolError, Topics, encode_json, validate_vin
 
@@ -76,7 +77,8 @@ def car(
 
     async def send() -> None:
         async with asyncio.timeout(timeout), aiomqtt.Client(
-            broker.host, broker.port, identifier=f"operator-cli-{vin}", tls_context=tls, timeout=timeout
+            broker.host, broker.port, identifier=f"operator-cli-{vin}", tls_context=tls, timeout=timeout,
+            socket_options=SOCKET_OPTIONS,
         ) as client:
             await client.publish(topic, encode_json(message.model_dump(mode="json")), qos=1)
 

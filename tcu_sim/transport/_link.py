@@ -37,6 +37,8 @@ import paho.mqtt.client as mqtt
 import structlog
 from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode
 
+from tcu_sim._net import set_nodelay
+
 __all__ = ["BrokerAddress", "ClientCertificate", "LinkCallbacks", "LinkPool", "MqttLink"]
 
 log = structlog.get_logger("tcu_sim.transport")
@@ -226,8 +228,7 @@ class MqttLink:
     def _watch_socket(self, sock: Any) -> None:
         if self._sock is not sock:
             return
-        with contextlib.suppress(OSError):
-            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        set_nodelay(sock)
         self._pool.watch_read(sock, self._readable)
 
     def _on_socket_close(self, client: mqtt.Client, userdata: Any, sock: Any) -> None:
