@@ -116,7 +116,9 @@ async def _run(loaded: Scenario, directory: Path, options: ScenarioOptions) -> S
     try:
         async with contextlib.AsyncExitStack() as stack:
             await stack.enter_async_context(broker)
-            await stack.enter_async_context(BrokerControl(broker, directory / "broker.sock"))
-            return await ScenarioRunner(loaded, broker, directory / "run", options).run()
+            runner = ScenarioRunner(loaded, broker, directory / "run", options)
+            control = BrokerControl(broker, directory / "broker.sock", events=runner.events, clock=runner.clock)
+            await stack.enter_async_context(control)
+            return await runner.run()
     except MosquittoError as exc:
         raise click.ClickException(f"cannot start Mosquitto for the scenario: {exc}".splitlines()[0]) from None

@@ -9,6 +9,8 @@ MQTT: the broker it controls may be down.
 
 Protocol: one JSON line in (`{"action": "kill"}`), one JSON line out (`{"ok": true, "running": false}` or
 `{"ok": false, "error": "..."}`). The socket file is created 0600: only its owner may break the broker.
+
+Given the run's event stream, each stop, kill, start or restart done is published there as a `BrokerAction`.
 """
 
 from __future__ import annotations
@@ -23,6 +25,9 @@ from types import TracebackType
 from typing import Any, Self
 
 import structlog
+
+from tcu_sim.clock import Clock, SystemClock
+from tcu_sim.events import BrokerAction, EventStream, Source
 
 from ._errors import BrokerControlError
 from ._fleet import ControllableBroker
@@ -44,10 +49,14 @@ class BrokerControl:
         path: str | os.PathLike[str],
         *,
         on_action: Callable[[str], None] | None = None,
+        events: EventStream | None = None,
+        clock: Clock | None = None,
     ) -> None:
         self.broker = broker
         self.path = Path(path)
         self.on_action = on_action
+        self.events = events
+        self._clock = clock or SystemClock()
         self.requests = 0
         self._server: asyncio.Server | None = None
         self._lock = asyncio.Lock()
@@ -111,6 +120,10 @@ class BrokerControl:
                     if self.on_action is not None:
                         self.on_action(action)
                     await getattr(self.broker, action)()
+                    if self.events is not None:
+                        self.events.publish(
+                            BrokerAction(at=self._clock.now(), source=Source.FAULTS, action=action, detail="control")
+                        )
             except Exception as exc:  # the broker's own error (e.g. start while running) goes back to the caller
                 return {"ok": False, "error": f"{type(exc).__name__}: {exc}".splitlines()[0]}
         return {"ok": True, "action": action, "running": bool(getattr(self.broker, "running", False))}

@@ -8,14 +8,23 @@ timeline.
     async with FleetRunner(cars, ..., faults=faults) as fleet:
         await faults.car(vin).apply(OfflineFault(duration_s=30))
 
-It installs itself as every session's fault handler (so `fault` controls on `sim/{vin}/control` reach it),
-applies each group's connectivity profile, watches the cars' positions against the no-signal zones, and — with
-a proxy mode — gives every car (or group) its own route through a `FaultProxy` or a Toxiproxy server.
+It is the runner's `tcu_sim.fleet.FleetHook`: the runner gives every session its `fault_handler` (so `fault`
+controls on `sim/{vin}/control` reach it), and on attach it applies each group's connectivity profile, watches
+the cars' positions against the no-signal zones, and — with a proxy mode — gives every car (or group) its own
+route through a `FaultProxy` or a Toxiproxy server.
 
 Going offline is a *hold* with a reason (`operator`, `zone`, `flaky`, `weak_signal`, `restart`): the car is
 offline while any hold lasts, and when the last one ends it reconnects after a random delay (jitter, from the
 car's own fault stream), then with its usual backoff. Everything done is recorded as an `Injection` in `log`,
 stamped with clock seconds since the faults attached.
+
+What it does is also published into the run's event stream (the runner's `events`, handed over on attach):
+`FaultChanged` when a fault is applied (`active=True`, `fault` its kind, `detail` its description) or ends
+(`active=False`: a timed flaky, weak-signal, clock-skew or transport fault running out, `online` ending an
+operator's `offline`, and a `clear` naming the family it cleared: `all`, `connectivity`, `clock`, `transport`),
+when a car enters or leaves a no-signal zone (`fault="zone"`), and `BrokerAction` when the broker the run
+started is stopped, killed, restarted or started again. A timed `offline` or `restart` ends on its own when the
+car's hold runs out, with no event of its own.
 """
 
 from __future__ import annotations
@@ -34,6 +43,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 import structlog
 
 from tcu_sim.clock import Clock, SkewedClock
+from tcu_sim.events import BrokerAction, Event, EventStream, FaultChanged, Source
 from tcu_sim.fleet import (
     CarSpec,
     ConnectivityProfile,
@@ -47,7 +57,7 @@ from tcu_sim.fleet import (
     select_cars,
 )
 from tcu_sim.protocol import ControlAction, encode_json
-from tcu_sim.transport import BrokerAddress, TcuSession
+from tcu_sim.transport import BrokerAddress, FaultHandler, TcuSession
 
 from ._errors import FaultSpecError, FaultUnavailable
 from ._outage import OutageModel, fault_rng
@@ -267,6 +277,7 @@ class CarFaults:
         if isinstance(fault, _TOXICS):
             return await self.owner.apply_toxic(self, fault, source=source)
         self.owner.record(self.vin, describe_fault(fault), source)
+        self.owner.changed(self.vin, fault)
         match fault:
             case OfflineFault():
                 self.hold("operator", fault.duration_s, hard=fault.hard)
@@ -349,6 +360,7 @@ class CarFaults:
         if name == "weak_signal":
             self.session.signal_pct = self.base_signal
         self.owner.record(self.vin, f"{name} ended", "timeline")
+        self.owner.ended(self.vin, name)
 
     def _end_after(self, name: str, duration_s: float | None) -> None:
         if duration_s is None:
@@ -360,6 +372,7 @@ class CarFaults:
             if name == "clock":
                 self.set_skew(0.0)
                 self.owner.record(self.vin, "clock_skew ended", "timeline")
+                self.owner.ended(self.vin, FaultKind.CLOCK_SKEW.value)
             else:
                 self._finish(name)
 
@@ -376,6 +389,7 @@ class CarFaults:
         self.zone = zone
         self.zone_entries += 1
         self.owner.record(self.vin, f"enters {zone.kind.value} {zone.name!r}", "zone", "no signal")
+        self.owner.publish_fault(self.vin, "zone", True, zone.name)
         self.hold("zone", None, hard=True)
 
     def leave_zone(self) -> None:
@@ -383,6 +397,7 @@ class CarFaults:
         zone, self.zone = self.zone, None
         name = zone.name if zone is not None else "?"
         self.owner.record(self.vin, f"leaves {name!r}", "zone", "signal back")
+        self.owner.publish_fault(self.vin, "zone", False, name)
         self.release("zone")
 
 
@@ -434,6 +449,9 @@ class FleetFaults:
         self._t0 = 0.0
         self._tasks: set[asyncio.Task[None]] = set()
         self._group: asyncio.TaskGroup | None = None
+        self._exit: contextlib.AsyncExitStack | None = None
+        #: Where applied and cleared faults and broker actions are published (the runner's, from `attach`).
+        self.events: EventStream | None = None
 
     def __repr__(self) -> str:
         return (
@@ -449,10 +467,17 @@ class FleetFaults:
         kwargs.setdefault("seed", config.seed)
         return cls(**kwargs)
 
-    # --- lifecycle ------------------------------------------------------------------------------------------
+    # --- lifecycle -------------------------------------------------------------------------------------------
+    @property
+    def fault_handler(self) -> FaultHandler:
+        """What takes the cars' `fault` controls (the runner gives it to every session)."""
+        return self._on_control
+
     async def attach(self, runner: FleetRunner) -> None:
         """Take over a fleet before its cars connect (called by `FleetRunner.__aenter__`)."""
-        await self.bind(runner.sessions, runner.cars, runner.clock, (runner.broker.host, runner.broker.port))
+        await self.bind(
+            runner.sessions, runner.cars, runner.clock, (runner.broker.host, runner.broker.port), events=runner.events
+        )
 
     async def bind(
         self,
@@ -460,49 +485,58 @@ class FleetFaults:
         specs: Sequence[CarSpec],
         clock: Clock,
         upstream: tuple[str, int],
+        *,
+        events: EventStream | None = None,
     ) -> None:
-        """Attach to these sessions (the parts of a runner `attach` uses; tests may call it directly)."""
+        """Attach to these sessions (the parts of a runner `attach` uses; tests may call it directly). Their
+        `fault` controls reach this layer when they were made with its `fault_handler`. On failure, what was
+        started is stopped again."""
         self.clock = clock
         self.sessions = sessions
         self.specs = list(specs)
         self._spec_by_vin = {spec.vin: spec for spec in self.specs}
+        self.events = events
         self._t0 = clock.monotonic()
-        self._group = asyncio.TaskGroup()
-        await self._group.__aenter__()
-        for session in sessions.values():
-            session.fault_handler = self._on_control
-        if self.proxy is not ProxyMode.NONE:
-            if self.backend is None:
-                self.backend = FaultProxy(*upstream, rng=random.Random(self.seed))
-                self._own_backend = True
-            for spec in self.specs:
-                name = spec.vin if self.proxy is ProxyMode.CAR else spec.group
-                self._route_of[spec.vin] = name
-                if name not in self._routes:
-                    self._routes[name] = await self.backend.route_for(name, spec.group, upstream)
-        if self.apply_profiles:
-            for spec in self.specs:
-                await self._apply_profile(spec)
-        if self.zones:
-            self._check_zones({})  # a car parked in a car park starts without signal
-            self.spawn(self._zone_loop(), "faults.zones")
-        if self.run_timeline and self.steps:
-            self.spawn(self._timeline_loop(), "faults.timeline")
+        # Stopped in reverse by `detach`, or right here when a step fails: fault tasks, their group, the proxy.
+        async with contextlib.AsyncExitStack() as stack:
+            stack.push_async_callback(self._close_backend)
+            self._group = await stack.enter_async_context(asyncio.TaskGroup())
+            stack.callback(self._cancel_tasks)
+            if self.proxy is not ProxyMode.NONE:
+                if self.backend is None:
+                    self.backend = FaultProxy(*upstream, rng=random.Random(self.seed))
+                    self._own_backend = True
+                for spec in self.specs:
+                    name = spec.vin if self.proxy is ProxyMode.CAR else spec.group
+                    self._route_of[spec.vin] = name
+                    if name not in self._routes:
+                        self._routes[name] = await self.backend.route_for(name, spec.group, upstream)
+            if self.apply_profiles:
+                for spec in self.specs:
+                    await self._apply_profile(spec)
+            if self.zones:
+                self._check_zones({})  # a car parked in a car park starts without signal
+                self.spawn(self._zone_loop(), "faults.zones")
+            if self.run_timeline and self.steps:
+                self.spawn(self._timeline_loop(), "faults.timeline")
+            self._exit = stack.pop_all()
         log.info("faults attached", cars=len(sessions), zones=len(self.zones), proxy=self.proxy.value,
                  routes=len(self._routes))
 
     async def detach(self) -> None:
-        """Stop every fault task, close the proxy this layer opened, and let go of the sessions."""
+        """Stop every fault task and close the proxy this layer opened (what `bind` started, in reverse)."""
+        exit_stack, self._exit = self._exit, None
+        self._group = None  # no new fault task from here on
+        if exit_stack is not None:
+            with contextlib.suppress(asyncio.CancelledError):
+                await exit_stack.aclose()
+
+    def _cancel_tasks(self) -> None:
         for task in list(self._tasks):
             task.cancel()
-        group, self._group = self._group, None
-        if group is not None:
-            with contextlib.suppress(asyncio.CancelledError):
-                await group.__aexit__(None, None, None)
         self._tasks.clear()
-        for session in self.sessions.values():
-            if session.fault_handler == self._on_control:
-                session.fault_handler = None
+
+    async def _close_backend(self) -> None:
         if self._own_backend and self.backend is not None:
             await self.backend.close()
             self.backend = None
@@ -535,6 +569,33 @@ class FleetFaults:
     def jitter(self, rng: random.Random) -> float:
         """A reconnect delay after the signal returns: uniform in [0, reconnect_jitter_s]."""
         return rng.uniform(0.0, self.reconnect_jitter_s) if self.reconnect_jitter_s > 0 else 0.0
+
+    def publish(self, event: Event) -> None:
+        """Publish `event` into the run's event stream (when it has one)."""
+        if self.events is not None:
+            self.events.publish(event)
+
+    def publish_fault(self, target: str, fault: str, active: bool, detail: str = "") -> None:
+        """A fault on `target` was applied (`active`) or ended: tell the run's event stream."""
+        if self.events is not None:
+            at = self.clock.now()
+            self.events.publish(
+                FaultChanged(at=at, source=Source.FAULTS, target=target, fault=fault, active=active, detail=detail)
+            )
+
+    def changed(self, target: str, fault: CarFault) -> None:
+        """`fault` was applied on `target`: publish what became active (or, for `online` and `clear`, ended)."""
+        match fault:
+            case OnlineFault():
+                self.publish_fault(target, FaultKind.OFFLINE.value, False, "online")
+            case ClearFault():
+                self.publish_fault(target, fault.what.value, False, describe_fault(fault))
+            case _:
+                self.publish_fault(target, fault.kind.value, True, describe_fault(fault))
+
+    def ended(self, target: str, fault: str) -> None:
+        """A fault (kind, or cleared family) on `target` ran out or was cleared."""
+        self.publish_fault(target, fault, False, f"{fault} ended")
 
     def record(self, target: str, what: str, source: str, detail: str = "", refused: str | None = None) -> None:
         """Add an injection to the log (and tell the log's listeners)."""
@@ -654,7 +715,9 @@ class FleetFaults:
             await backend.add_toxic(route, toxic)
             applied = True
             note = "" if route == car.vin else f"on route {route}"
-            self.record(f"route:{route}" if route != car.vin else car.vin, describe_fault(toxic), source, note)
+            target = f"route:{route}" if route != car.vin else car.vin
+            self.record(target, describe_fault(toxic), source, note)
+            self.changed(target, toxic)
             if toxic.duration_s is not None:
                 self.spawn(self._remove_toxic_later(route, toxic), f"faults.route[{route}].end_{toxic.kind.value}")
         return applied
@@ -665,6 +728,7 @@ class FleetFaults:
         if self.backend is not None:
             await self.backend.remove_toxic(route, toxic.kind, toxic.direction)
             self.record(f"route:{route}", f"{toxic.kind.value} ended", "timeline")
+            self.ended(f"route:{route}", toxic.kind.value)
 
     async def clear_routes(self, car: CarFaults) -> None:
         """Take every transport fault off the car's own route."""
@@ -672,6 +736,7 @@ class FleetFaults:
             for route in self._routes_for(car, Scope.CAR):
                 await self.backend.clear_route(route)
                 self.record(f"route:{route}", "transport faults cleared", "control")
+                self.ended(f"route:{route}", ClearWhat.TRANSPORT.value)
 
     # --- live control (`fault` on sim/{vin}/control) --------------------------------------------------------
     def _on_control(self, session: TcuSession, params: dict[str, Any]) -> None:
@@ -737,8 +802,8 @@ class FleetFaults:
             await broker.kill()
         else:
             await broker.restart()
-            return
-        if duration:
+        self.publish(BrokerAction(at=self.clock.now(), source=Source.FAULTS, action=name, detail=detail))
+        if duration and action is not ScenarioAction.BROKER_RESTART:
             self.spawn(self._start_broker_later(duration, source), "faults.broker_start")
 
     async def _start_broker_later(self, duration: float, source: str) -> None:
@@ -746,6 +811,7 @@ class FleetFaults:
         assert self.broker is not None
         self.record("broker", "start", source)
         await self.broker.start()
+        self.publish(BrokerAction(at=self.clock.now(), source=Source.FAULTS, action="start"))
 
     async def _timeline_loop(self) -> None:
         for step in sorted(self.steps, key=lambda s: s.at):

@@ -41,6 +41,7 @@ from tcu_sim.fleet._expand import (
     select_cars,
     select_shard,
 )
+from tcu_sim.fleet._hook import FleetHook, NoHook
 from tcu_sim.fleet._limits import raise_open_files_limit
 from tcu_sim.fleet._load import fleet_schema, fleet_schema_json, load_fleet, parse_fleet
 from tcu_sim.fleet._provision import ProvisionResult, issue_certificates, provision
@@ -65,11 +66,13 @@ __all__ = [
     "FleetConfigError",
     "FleetDefaults",
     "FleetError",
+    "FleetHook",
     "FleetRunner",
     "GroupConfig",
     "HomeArea",
     "Manifest",
     "ManifestVehicle",
+    "NoHook",
     "OutageDistribution",
     "ProvisionResult",
     "ScenarioAction",

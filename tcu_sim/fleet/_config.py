@@ -349,7 +349,8 @@ class ScenarioAction(StrEnum):
     `sim/{vin}/control`), connectivity and time faults, transport faults on the cars' proxy routes, attacks
     on the cars, and app requests about them (`app`, with `user`). Broker actions (no `cars`): stop, kill or
     restart the broker the run started. `check` only evaluates its `expect` entries; `fast_forward` moves the
-    clock on by `duration` at once. `tcu_sim.faults` documents every action's `params` and `expect`.
+    clock on by `duration` at once. `tcu_sim.faults` documents every fault's `params`, `tcu_sim.scenario` the
+    `expect` entries.
     """
 
     # simulator control (tcu_sim.protocol.ControlAction)
@@ -415,7 +416,7 @@ class ScenarioStep(_Model):
     """At `at` after the start, do `do` on `cars` (for `duration`, when the action lasts), with `params`.
 
     `name` labels the step in reports; `user` (an e-mail of `users`) is who acts in an `app` step; `expect`
-    lists what must hold afterwards (checked by `tcu-sim scenario run`; see `tcu_sim.faults` for the forms).
+    lists what must hold afterwards (checked by `tcu-sim scenario run`; see `tcu_sim.scenario` for the forms).
     """
 
     at: Duration

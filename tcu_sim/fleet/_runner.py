@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import ssl
 import time
 from collections.abc import Callable, Sequence
@@ -17,6 +18,7 @@ from tcu_sim._aio import cancel_and_wait
 from tcu_sim.clock import Clock
 from tcu_sim.events import EventStream
 from tcu_sim.fleet._expand import CarSpec
+from tcu_sim.fleet._hook import FleetHook, NoHook
 from tcu_sim.fleet._state import StateDir
 from tcu_sim.protocol import KeySet, Topics
 from tcu_sim.transport import (
@@ -30,9 +32,8 @@ from tcu_sim.transport import (
 )
 from tcu_sim.vehicle import Vehicle
 
-if TYPE_CHECKING:  # the fault layer imports the fleet package: import it only when a runner starts
+if TYPE_CHECKING:
     from broker.pki import FleetPKI
-    from tcu_sim.faults import FleetFaults
 
 __all__ = ["BrokerUrl", "FleetRunner", "car_tls_context", "parse_broker_url"]
 
@@ -103,8 +104,9 @@ class FleetRunner:
     async with runner as fleet:
         await fleet.wait_all_online(timeout=30)
 
-    `faults` (tcu_sim.faults) applies the cars' connectivity profiles, takes live `fault` controls, and may route
-    cars through a fault proxy; None gives the default `FleetFaults()` (profiles and live faults, no zones).
+    `faults` is what takes part in the run beside the cars (a `FleetHook`, see `tcu_sim.fleet._hook`): the fault
+    layer `tcu_sim.faults.FleetFaults` applies the cars' connectivity profiles, takes live `fault` controls, and
+    may route cars through a fault proxy. None: nothing does (`NoHook`; cars refuse `fault` controls).
     """
 
     def __init__(
@@ -120,7 +122,7 @@ class FleetRunner:
         max_concurrent_handshakes: int = 32,
         on_event: Callable[[str, dict[str, Any]], None] | None = None,
         keepalive_s: int = 60,
-        faults: FleetFaults | None = None,
+        faults: FleetHook | None = None,
         events: EventStream | None = None,
     ) -> None:
         self.cars = list(cars)
@@ -138,7 +140,8 @@ class FleetRunner:
         self.sessions: dict[str, TcuSession] = {}
         self.stats = FleetStats()
         self._tasks: list[asyncio.Task[None]] = []
-        self.faults = faults
+        self.faults: FleetHook = faults if faults is not None else NoHook()
+        self._exit: contextlib.AsyncExitStack | None = None
         self._pki: FleetPKI | None = None
         self._ca_cert = ""
 
@@ -158,53 +161,59 @@ class FleetRunner:
         return ClientCertificate(self._ca_cert, str(paths.cert), str(paths.key))
 
     async def __aenter__(self) -> FleetRunner:
-        await self._pool.__aenter__()
-        cloud_keys = KeySet.load(self.state.cloud_jwks_path)
-        now = self.clock.now()
-        config_cache: dict[float, TcuConfig] = {}
-        for car in self.cars:
-            interval = car.status_interval_s
-            config = config_cache.get(interval)
-            if config is None:
-                config = TcuConfig(status_interval_s=interval, backoff=self._backoff, topics=self.topics)
-                config_cache[interval] = config
-            rng = car.rng()
-            vehicle = Vehicle.new(car.vin, car.model, car.equipment, car.home, rng, now=now)
-            session = TcuSession(
-                vehicle,
-                signing_key=self.state.load_car_key(car.vin),
-                cloud_keys=cloud_keys,
-                clock=self.clock,
-                rng=rng,
-                seq_store=SeqStore(self.state.seq_path(car.vin)),
-                config=config,
-                tls=self._tls_for(car.vin),
-                on_event=self._on_event,
-                events=self.events,
-            )
-            self.sessions[car.vin] = session
-        address = BrokerAddress(self.broker.host, self.broker.port, keepalive_s=self._keepalive_s)
-        if self.faults is None:
-            from tcu_sim.faults import FleetFaults
-
-            self.faults = FleetFaults()
-        await self.faults.attach(self)  # before any car connects: profiles, fault controls, proxy routes
-        self.stats.started_at = time.monotonic()
-        for vin, session in self.sessions.items():
-            car_address = self.faults.address_for(vin, address)
-            self._tasks.append(asyncio.create_task(session.run(self._pool, car_address), name=f"tcu[{vin}]"))
+        # What is started is stopped in reverse, also when a later step fails (a car key missing, the hook's
+        # attach failing): the cars, then the hook, then the link pool.
+        async with contextlib.AsyncExitStack() as stack:
+            await stack.enter_async_context(self._pool)
+            cloud_keys = KeySet.load(self.state.cloud_jwks_path)
+            now = self.clock.now()
+            fault_handler = self.faults.fault_handler
+            config_cache: dict[float, TcuConfig] = {}
+            for car in self.cars:
+                interval = car.status_interval_s
+                config = config_cache.get(interval)
+                if config is None:
+                    config = TcuConfig(status_interval_s=interval, backoff=self._backoff, topics=self.topics)
+                    config_cache[interval] = config
+                rng = car.rng()
+                vehicle = Vehicle.new(car.vin, car.model, car.equipment, car.home, rng, now=now)
+                session = TcuSession(
+                    vehicle,
+                    signing_key=self.state.load_car_key(car.vin),
+                    cloud_keys=cloud_keys,
+                    clock=self.clock,
+                    rng=rng,
+                    seq_store=SeqStore(self.state.seq_path(car.vin)),
+                    config=config,
+                    tls=self._tls_for(car.vin),
+                    on_event=self._on_event,
+                    events=self.events,
+                    fault_handler=fault_handler,
+                )
+                self.sessions[car.vin] = session
+            address = BrokerAddress(self.broker.host, self.broker.port, keepalive_s=self._keepalive_s)
+            await self.faults.attach(self)  # before any car connects: profiles, fault controls, proxy routes
+            stack.push_async_callback(self.faults.detach)  # after the cars: a proxy closed first drops them all
+            stack.push_async_callback(self._stop_cars)
+            self.stats.started_at = time.monotonic()
+            for vin, session in self.sessions.items():
+                car_address = self.faults.address_for(vin, address)
+                self._tasks.append(asyncio.create_task(session.run(self._pool, car_address), name=f"tcu[{vin}]"))
+            self._exit = stack.pop_all()
         log.info("fleet started", cars=len(self.sessions), broker=str(self.broker))
         return self
 
     async def __aexit__(self, *exc: object) -> None:
+        exit_stack, self._exit = self._exit, None
+        if exit_stack is not None:
+            await exit_stack.aclose()
+        log.info("fleet stopped", cars=len(self.sessions))
+
+    async def _stop_cars(self) -> None:
         stuck = await cancel_and_wait(self._tasks, timeout=15.0)
         if stuck:
             log.error("fleet: cars not stopping", tasks=len(stuck))
         self._tasks.clear()
-        if self.faults is not None:
-            await self.faults.detach()  # after the cars: closing a proxy first would drop them all at once
-        await self._pool.__aexit__(None, None, None)
-        log.info("fleet stopped", cars=len(self.sessions))
 
     @property
     def online_count(self) -> int:

@@ -1,11 +1,15 @@
 """What the cloud did with each car message: applied, or refused and why — for scenario expectations (none
 missing, none twice) and for proving that an attack changed nothing.
 
-The cloud handler has no per-message hook, so `CloudObserver` wraps its car-message entry point
-(`handler.cars.handle_batch` when the handler takes batches, else `handler.cars.handle`) and hands the handler
-one message at a time, reading the handler's own counters before and after: what moved is that message's
-outcome. That is exact as long as one worker applies car messages (`HandlerConfig(car_workers=1)`, as the
-scenario cloud runs), and it slows nothing a scenario measures.
+`CloudObserver` reads the cloud's event stream (SPEC §8): the handler publishes one `CarMessageHandled` per car
+message it applied or refused, with the refusal reason and the payload as it came (`token`). The observer
+subscribes before the cloud starts and takes up what was published whenever it is read, so a reader always sees
+every message handled so far. Order does not matter to it (outcomes are counted per car and looked up by
+payload), so the cloud may apply car messages with any number of workers.
+
+    observer = CloudObserver(handler.events)      # before the handler starts
+    ...
+    assert not observer.refused[vin]
 """
 
 from __future__ import annotations
@@ -13,13 +17,15 @@ from __future__ import annotations
 import base64
 import json
 from collections import Counter, defaultdict
-from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from types import TracebackType
+from typing import Any, Self
+
+from tcu_sim.events import CarMessageHandled, EventStream
 
 __all__ = ["CloudObserver", "Handled", "token_claims"]
 
-_KEPT = 200_000  # messages remembered; a scenario run is far smaller
+_KEPT = 200_000  # messages remembered (and events buffered between two reads); a scenario run is far smaller
 
 
 def token_claims(token: bytes) -> dict[str, Any]:
@@ -48,60 +54,75 @@ class Handled:
 
 
 class CloudObserver:
-    """Records every car message a `CloudHandler` handles (see the module docstring)."""
+    """Records every car message the cloud publishing into `events` handles (see the module docstring); close it
+    (or use `with`) when done."""
 
-    def __init__(self, handler: Any) -> None:
-        self.handled: list[Handled] = []
-        self.applied: defaultdict[str, list[int]] = defaultdict(list)
-        self.refused: defaultdict[str, Counter[str]] = defaultdict(Counter)
-        self.by_payload: dict[bytes, Handled] = {}
-        self._stats = handler.stats
-        cars = handler.cars
-        batch: Callable[[Sequence[Any]], Awaitable[None]] | None = getattr(cars, "handle_batch", None)
-        if batch is not None:
-
-            async def observed_batch(messages: Sequence[Any]) -> None:
-                for message in messages:
-                    await self._one(message.topic, message.payload, _single(batch, message))
-
-            cars.handle_batch = observed_batch
-        else:
-            single: Callable[[Any, bytes], Awaitable[bool]] = cars.handle
-
-            async def observed(topic: Any, payload: bytes) -> bool:
-                return await self._one(topic, payload, lambda: single(topic, payload))
-
-            cars.handle = observed
+    def __init__(self, events: EventStream, *, buffer: int = _KEPT) -> None:
+        self._handled: list[Handled] = []
+        self._applied: defaultdict[str, list[int]] = defaultdict(list)
+        self._refused: defaultdict[str, Counter[str]] = defaultdict(Counter)
+        self._by_payload: dict[bytes, Handled] = {}
+        self._subscription = events.subscribe(CarMessageHandled, buffer=buffer, name="scenario.observer")
 
     def __repr__(self) -> str:
         applied = sum(1 for h in self.handled if h.applied)
-        return f"CloudObserver(handled={len(self.handled)}, applied={applied})"
+        return (
+            f"CloudObserver(handled={len(self._handled)}, applied={applied}, dropped={self._subscription.dropped})"
+        )
 
-    async def _one(self, topic: Any, payload: bytes, run: Callable[[], Awaitable[Any]]) -> bool:
-        kind = str(getattr(topic.kind, "value", topic.kind))
-        refused_before = Counter(self._stats.refused)
-        applied_before = self._stats.applied[kind]
-        await run()
-        applied = bool(self._stats.applied[kind] > applied_before)
-        moved = [reason for reason, n in self._stats.refused.items() if n > refused_before.get(reason, 0)]
-        reason = None if applied else (moved[0] if moved else None)
-        vin = str(topic.key)
-        seq = None if kind == "connection" else token_claims(payload).get("seq")
-        handled = Handled(vin, kind, seq if isinstance(seq, int) else None, applied, reason, payload)
-        if len(self.handled) < _KEPT:
-            self.handled.append(handled)
-            self.by_payload[payload] = handled
-        if applied and handled.seq is not None:
-            self.applied[vin].append(handled.seq)
+    @property
+    def handled(self) -> list[Handled]:
+        """Every car message handled so far, in the order the cloud settled them (the first 200 000)."""
+        self.catch_up()
+        return self._handled
+
+    @property
+    def applied(self) -> defaultdict[str, list[int]]:
+        """The seq of every signed message applied, per VIN."""
+        self.catch_up()
+        return self._applied
+
+    @property
+    def refused(self) -> defaultdict[str, Counter[str]]:
+        """How many messages were refused, per VIN and reason."""
+        self.catch_up()
+        return self._refused
+
+    @property
+    def by_payload(self) -> dict[bytes, Handled]:
+        """The last outcome of each payload (a replay is the same bytes as its original)."""
+        self.catch_up()
+        return self._by_payload
+
+    def catch_up(self) -> None:
+        """Take up every event published since the last read."""
+        for event in self._subscription.drain():
+            self._record(event)
+
+    def _record(self, event: CarMessageHandled) -> None:
+        vin, kind, payload = event.vin, event.topic_kind, event.token
+        seq: Any = event.seq
+        if seq is None and kind != "connection":
+            seq = token_claims(payload).get("seq")  # a message refused before its seq was read
+        reason = None if event.applied else event.reason
+        handled = Handled(vin, kind, seq if isinstance(seq, int) else None, event.applied, reason, payload)
+        if len(self._handled) < _KEPT:
+            self._handled.append(handled)
+            self._by_payload[payload] = handled
+        if handled.applied and handled.seq is not None:
+            self._applied[vin].append(handled.seq)
         elif reason is not None:
-            self.refused[vin][reason] += 1
-        return applied
+            self._refused[vin][reason] += 1
 
+    def close(self) -> None:
+        """Stop following the cloud (what was handled so far stays readable)."""
+        self.catch_up()
+        self._subscription.close()
 
-def _single(batch: Callable[[Sequence[Any]], Awaitable[None]], message: Any) -> Callable[[], Awaitable[None]]:
-    """`batch` for this one message."""
+    def __enter__(self) -> Self:
+        return self
 
-    def run() -> Awaitable[None]:
-        return batch([message])
-
-    return run
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.close()

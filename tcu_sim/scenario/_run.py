@@ -4,10 +4,11 @@
     report = await ScenarioRunner(scenario, mosquitto, workdir).run()
     print(report.text()); Path("junit.xml").write_text(report.junit_xml())
 
-The run provisions a fresh state directory, starts the cloud handler over a fresh SQLite registry (users of
-the file registered, verified and enrolled directly through the cloud's services), brings the fleet up on the
-given broker with `FleetFaults` (every car on its own proxy route by default), opens an `AppClient` for every
-user an `app` step names, and then walks the timeline.
+The run provisions a fresh state directory, builds the cloud with `broker.runtime` over a fresh SQLite registry
+(users of the file registered, verified and enrolled directly through the cloud's services before its handler
+starts), brings the fleet up on the given broker with `FleetFaults` (every car on its own proxy route by
+default), opens an `AppClient` for every user an `app` step names, and then walks the timeline. Cloud, fleet and
+faults publish into one event stream, `runner.events`; the `CloudObserver` reads what the cloud did from it.
 
 Time: every component runs on one `VirtualClock`, which a pacer task moves forward in small ticks at
 `time_scale` clock seconds per real second (`fast_scale` during a `fast_forward`). Network time stays real
@@ -35,6 +36,7 @@ from typing import Any
 import structlog
 
 from broker.mosquitto import MosquittoBroker
+from broker.runtime import BrokerLogin, CloudKeys, cloud_handler, open_services
 from tcu_sim.app import (
     AppClient,
     AppConnectionError,
@@ -45,6 +47,7 @@ from tcu_sim.app import (
     SpinLocked,
 )
 from tcu_sim.clock import VirtualClock
+from tcu_sim.events import EventStream
 from tcu_sim.faults import Attacker, AttackKind, CommandForge, FleetFaults, ProxyMode, StatusForge
 from tcu_sim.fleet import (
     BrokerUrl,
@@ -139,7 +142,8 @@ def _error_details(error: AppRequestError) -> str:
 
 class ScenarioRunner:
     """Runs one scenario against `broker` (a `MosquittoBroker` the caller started: the run may stop, kill and
-    restart it), in `workdir` (state directory and registry are created there)."""
+    restart it), in `workdir` (state directory and registry are created there). Cloud, fleet and faults publish
+    into `events` (a new stream when not given)."""
 
     def __init__(
         self,
@@ -147,12 +151,16 @@ class ScenarioRunner:
         broker: MosquittoBroker,
         workdir: Path,
         options: ScenarioOptions | None = None,
+        *,
+        events: EventStream | None = None,
     ) -> None:
         self.scenario = scenario
         self.broker = broker
         self.workdir = Path(workdir)
         self.options = options or ScenarioOptions()
         self.clock = VirtualClock()
+        #: What cloud, fleet and faults report during the run (SPEC §8).
+        self.events = events if events is not None else EventStream(f"scenario[{scenario.name}]")
         self.topics = Topics(scenario.config.topic_prefix)
         self.faults: FleetFaults | None = None
         self.fleet: FleetRunner | None = None
@@ -163,6 +171,7 @@ class ScenarioRunner:
         self._outbox_peak: Counter[str] = Counter()
         self._seq_marks: defaultdict[str, list[tuple[float, int]]] = defaultdict(list)
         self._apps: dict[str, AppClient] = {}
+        self._app_exits: dict[str, contextlib.AsyncExitStack] = {}
         self._app_logins: dict[str, tuple[str, str]] = {}
         self._wiretaps: dict[str, list[bytes]] = {}
         self._observer: CloudObserver | None = None
@@ -188,9 +197,8 @@ class ScenarioRunner:
         return report
 
     async def _run(self, report: ScenarioReport) -> None:
-        from broker.cloud import CloudServices, PasswordHasher, ServerSecret, load_manifest
-        from broker.handler import CloudHandler, HandlerConfig
-        from broker.registry import open_registry
+        from broker.cloud import PasswordHasher, ServerSecret, load_manifest
+        from broker.handler import HandlerConfig
 
         config, options, clock, broker = self.scenario.config, self.options, self.clock, self.broker
         self.workdir.mkdir(parents=True, exist_ok=True)
@@ -198,37 +206,39 @@ class ScenarioRunner:
         provision(config, state, clock=clock, pki=False)
         self.specs = expand_fleet(config, today=datetime.fromtimestamp(clock.now(), UTC).date())
         async with contextlib.AsyncExitStack() as stack:
-            registry = await stack.enter_async_context(open_registry(f"sqlite://{self.workdir}/cloud.db", pool_size=4))
             secret = ServerSecret(hashlib.sha256(f"tcu-sim scenario {config.seed}".encode()).digest())
-            services = CloudServices(
-                registry, clock, secret, rng=random.Random(config.seed), passwords=PasswordHasher.for_tests()
+            services = await stack.enter_async_context(
+                open_services(
+                    f"sqlite://{self.workdir}/cloud.db",
+                    clock=clock,
+                    secret=secret,
+                    vehicles=load_manifest(state.manifest_path),
+                    passwords=PasswordHasher.for_tests(),
+                    rng=random.Random(config.seed),
+                    pool_size=4,
+                )
             )
             self._services = services
-            await services.vehicles.import_vehicles(load_manifest(state.manifest_path))
             await self._seed_users(services)
             handler_config = HandlerConfig(
                 topic_prefix=config.topic_prefix,
                 client_id=f"cloud-{config.name}"[:128],
-                car_workers=1,  # one worker: the observer can tell each message's outcome exactly
                 app_workers=1,
                 reconnect_base_s=0.05,
                 reconnect_cap_s=0.25,  # real seconds: back before the cars' next statuses after a broker restart
             )
-            handler = CloudHandler(
-                handler_config,
+            handler = cloud_handler(
                 services,
-                clock,
-                host=broker.host,
-                port=broker.port,
-                cloud_key=state.load_cloud_signing_key(),
-                fleet_keys=state.load_fleet_keys(),
-                tls_context=broker.ssl_context("cloud"),
+                handler_config,
+                BrokerLogin(broker.host, broker.port, tls_context=broker.ssl_context("cloud")),
+                keys=CloudKeys(state.load_cloud_signing_key(), state.load_fleet_keys(), secret),
+                events=self.events,
                 rng=random.Random(config.seed),
             )
+            self._observer = stack.enter_context(CloudObserver(self.events))  # before the cloud handles anything
             await stack.enter_async_context(handler)
             await handler.wait_ready(options.online_timeout_s)
             self._handler = handler
-            self._observer = CloudObserver(handler)
 
             faults = FleetFaults.from_config(
                 config, proxy=options.proxy, broker=broker, reconnect_jitter_s=options.reconnect_jitter_s
@@ -243,6 +253,7 @@ class ScenarioRunner:
                 tls_for=broker.ssl_context,
                 backoff=options.backoff,
                 faults=faults,
+                events=self.events,
             )
             self.fleet = fleet
             await stack.enter_async_context(fleet)
@@ -286,6 +297,8 @@ class ScenarioRunner:
         while True:
             fast = self._fast_until is not None and self.clock.monotonic() < self._fast_until
             await self.clock.advance(options.tick_s)
+            if self._observer is not None:
+                self._observer.catch_up()  # keeps the observer's buffer to one tick of messages
             if self.fleet is not None:
                 now = self._now()
                 for vin, session in self.fleet.sessions.items():
@@ -364,7 +377,8 @@ class ScenarioRunner:
     async def _connect_app(self, email: str, token: str | None = None) -> AppClient:
         broker = self.broker
         username, mqtt_password = self._app_logins[email]
-        client = AppClient(
+        exits = contextlib.AsyncExitStack()
+        app = AppClient(
             broker.host,
             broker.app_port or 0,
             username,
@@ -375,21 +389,22 @@ class ScenarioRunner:
             timeout=self.options.step_timeout_s,
             rng=random.Random(f"{self.scenario.config.seed}:{email}:{len(self._apps)}"),
         )
-        await client.__aenter__()
-        self._apps[email] = client
+        client = await exits.enter_async_context(app)
+        self._apps[email], self._app_exits[email] = client, exits
         return client
 
     async def _reconnect_app(self, email: str) -> AppClient:
         """The app's connection died with the broker: close it and connect again with the same session."""
         old = self._apps.pop(email)
         with contextlib.suppress(Exception):
-            await old.__aexit__(None, None, None)
+            await self._app_exits.pop(email).aclose()
         return await self._connect_app(email, old.token)
 
     async def _close_apps(self) -> None:
-        for client in list(self._apps.values()):
+        for exits in list(self._app_exits.values()):
             with contextlib.suppress(Exception):
-                await client.__aexit__(None, None, None)
+                await exits.aclose()
+        self._app_exits.clear()
         self._apps.clear()
 
     async def _open_wiretaps(self, stack: contextlib.AsyncExitStack, attacker: Attacker) -> None:

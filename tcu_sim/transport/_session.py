@@ -60,11 +60,14 @@ from tcu_sim.transport._outbox import Outbox, OutboxEntry
 from tcu_sim.transport._seqstore import SeqStore
 from tcu_sim.vehicle import Vehicle, VehicleError
 
-__all__ = ["UNKNOWN_COMMAND_ID", "SessionStats", "TcuConfig", "TcuSession"]
+__all__ = ["UNKNOWN_COMMAND_ID", "FaultHandler", "SessionStats", "TcuConfig", "TcuSession"]
 
 UNKNOWN_COMMAND_ID = "unknown"  # in a `rejected` result when the refused command carried no readable id
 
 log = structlog.get_logger("tcu_sim.tcu")
+
+#: Takes a car's `fault` controls (`sim/{vin}/control`, action `fault`) with their params: the fleet's fault layer.
+FaultHandler = Callable[["TcuSession", dict[str, Any]], None]
 
 _REJECT_REASONS: dict[RefusalReason, RejectReason] = {
     RefusalReason.BAD_SIGNATURE: RejectReason.BAD_SIGNATURE,
@@ -117,6 +120,7 @@ class TcuSession:
         tls: ssl.SSLContext | ClientCertificate | None = None,
         on_event: Callable[[str, dict[str, Any]], None] | None = None,
         events: EventStream | None = None,
+        fault_handler: FaultHandler | None = None,
     ) -> None:
         self.vehicle = vehicle
         #: Where the car reports connects, disconnects, commands and controls (shared by a fleet's cars).
@@ -144,9 +148,9 @@ class TcuSession:
         self.signal_pct = 80
         self._subscribe_mid: int | None = None
         self._offline_until: float | None = None
-        # The fault layer (tcu_sim.faults) installs itself here to take `fault` controls before the vehicle
-        # would see them; without one, a `fault` control is refused like any control the car cannot do.
-        self.fault_handler: Callable[[TcuSession, dict[str, Any]], None] | None = None
+        # Who takes `fault` controls before the vehicle would see them (a fleet's fault layer, given by the fleet
+        # runner); without one, a `fault` control is refused like any control the car cannot do.
+        self._fault_handler = fault_handler
         t = self.config.topics
         self._topic_status = t.status(self.vin)
         self._topic_events = t.events(self.vin)
@@ -450,8 +454,8 @@ class TcuSession:
             self._log.warning("control refused", reason=str(exc.reason), detail=exc.detail)
             self._control_handled("?", f"{exc.reason}: {exc.detail}")
             return
-        if message.action is ControlAction.FAULT and self.fault_handler is not None:
-            self.fault_handler(self, dict(message.params))  # the fault layer logs and counts what it refuses
+        if message.action is ControlAction.FAULT and self._fault_handler is not None:
+            self._fault_handler(self, dict(message.params))  # the fault layer logs and counts what it refuses
             return
         try:
             events = self.vehicle.control(message.action, dict(message.params), self.clock.now())

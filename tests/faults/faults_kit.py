@@ -237,8 +237,13 @@ class CloudWorld:
     rig: Rig
     services: Any
     handler: Any
-    handled: list[Handled]
+    observer: CloudObserver
     rejections: asyncio.Queue[dict[str, Any]]
+
+    @property
+    def handled(self) -> list[Handled]:
+        """Every car message the cloud handled so far, in order."""
+        return self.observer.handled
 
     @property
     def registry(self) -> Any:
@@ -255,23 +260,23 @@ class CloudWorld:
 @contextlib.asynccontextmanager
 async def cloud_world(broker: MosquittoBroker, config: FleetConfig, workdir: Path, *,
                       clock: Any = None) -> AsyncIterator[CloudWorld]:
-    """`config`'s fleet and its users on `broker`, with the cloud handler (one car worker, so the refusal
-    counter that moves during a message is that message's reason)."""
+    """`config`'s fleet and its users on `broker`, with the cloud handler (built by `broker.runtime`) and an
+    observer of its event stream."""
     from datetime import UTC, datetime
 
-    from broker.cloud import CloudServices, PasswordHasher, ServerSecret, load_manifest
-    from broker.handler import CloudHandler, HandlerConfig
-    from broker.registry import open_registry
+    from broker.cloud import PasswordHasher, ServerSecret, load_manifest
+    from broker.handler import HandlerConfig
+    from broker.runtime import BrokerLogin, CloudKeys, cloud_handler, open_services
     from tcu_sim.fleet import select_cars
 
     clock = clock or VirtualClock()
     state = StateDir(workdir / "state")
     provision(config, state, clock=clock, pki=False)
     cars = expand_fleet(config, today=datetime.fromtimestamp(clock.now(), UTC).date())
-    async with open_registry(f"sqlite://{workdir}/cloud.db", pool_size=4) as registry:
-        services = CloudServices(registry, clock, ServerSecret(b"faults test secret, 32 bytes...."),
-                                 passwords=PasswordHasher.for_tests())
-        await services.vehicles.import_vehicles(load_manifest(state.manifest_path))
+    secret = ServerSecret(b"faults test secret, 32 bytes....")
+    async with open_services(f"sqlite://{workdir}/cloud.db", clock=clock, secret=secret,
+                             vehicles=load_manifest(state.manifest_path), passwords=PasswordHasher.for_tests(),
+                             pool_size=4) as services:
         for user in config.users:
             password = user.password.get_secret_value()
             await services.accounts.register(user.email, password, user.spin.get_secret_value())
@@ -281,27 +286,27 @@ async def cloud_world(broker: MosquittoBroker, config: FleetConfig, workdir: Pat
             for car in select_cars(cars, user.vehicles):
                 await services.garage.add_vehicle(token, car.vin, True)
                 await services.garage.complete_by_tkov(car.vin, user.email)
-        handler = CloudHandler(
-            HandlerConfig(car_workers=1, app_workers=1, reconnect_base_s=0.05, reconnect_cap_s=0.25),
-            services, clock, host=broker.host, port=broker.port, cloud_key=state.load_cloud_signing_key(),
-            fleet_keys=state.load_fleet_keys(), tls_context=broker.ssl_context("cloud"),
+        handler = cloud_handler(
+            services, HandlerConfig(app_workers=1, reconnect_base_s=0.05, reconnect_cap_s=0.25),
+            BrokerLogin(broker.host, broker.port, tls_context=broker.ssl_context("cloud")),
+            keys=CloudKeys(state.load_cloud_signing_key(), state.load_fleet_keys(), secret),
         )
-        observer = CloudObserver(handler)
         rejections: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
 
         def on_event(kind: str, data: dict[str, Any]) -> None:
             if kind == "rejected":
                 rejections.put_nowait(data)
 
-        async with handler:
-            await handler.wait_ready(WAIT)
-            faults = FleetFaults.from_config(config, reconnect_jitter_s=1.0)
-            runner = FleetRunner(cars, state=state, broker=BrokerUrl(broker.host, broker.port, True), clock=clock,
-                                 tls_for=broker.ssl_context, backoff=Backoff(base_s=0.05, cap_s=0.5), faults=faults,
-                                 on_event=on_event)
-            async with broker.client("cloud", identifier="faults-observer") as cloud:
-                await cloud.subscribe("tcu/+/status", qos=1)
-                async with Inbox(cloud, name="cloud") as inbox, runner:
-                    await runner.wait_all_online(WAIT)
-                    rig = Rig(broker, config, clock, state, runner, faults, inbox)
-                    yield CloudWorld(rig, services, handler, observer.handled, rejections)
+        with CloudObserver(handler.events) as observer:
+            async with handler:
+                await handler.wait_ready(WAIT)
+                faults = FleetFaults.from_config(config, reconnect_jitter_s=1.0)
+                runner = FleetRunner(cars, state=state, broker=BrokerUrl(broker.host, broker.port, True),
+                                     clock=clock, tls_for=broker.ssl_context, backoff=Backoff(base_s=0.05, cap_s=0.5),
+                                     faults=faults, on_event=on_event)
+                async with broker.client("cloud", identifier="faults-observer") as cloud:
+                    await cloud.subscribe("tcu/+/status", qos=1)
+                    async with Inbox(cloud, name="cloud") as inbox, runner:
+                        await runner.wait_all_online(WAIT)
+                        rig = Rig(broker, config, clock, state, runner, faults, inbox)
+                        yield CloudWorld(rig, services, handler, observer, rejections)
