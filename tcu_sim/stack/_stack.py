@@ -45,6 +45,7 @@ from tcu_sim.events import (
     Source,
     Subscription,
 )
+from tcu_sim.faults import FleetFaults
 from tcu_sim.fleet import (
     CarSpec,
     FleetConfig,
@@ -288,6 +289,7 @@ class LocalStack:
         runner = FleetRunner(
             self.cars, state=self.state, broker=broker.device, clock=self.clock,
             topic_prefix=self.fleet_config.topic_prefix, events=self.events,
+            faults=FleetFaults(),  # the cars' connectivity profiles and live `tcu-sim fault` controls
         )
         await self._exit.enter_async_context(runner)  # entered last, so stopped first: fleet, cloud, broker
         self._runner = runner
