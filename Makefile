@@ -24,6 +24,7 @@ test: $(STAMP) lint
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .
+	$(VENV)/bin/lint-imports
 	$(VENV)/bin/mypy
 	@# Test folders have no __init__.py and some have a conftest.py: mypy checks each folder on its own.
 	$(VENV)/bin/mypy tests/conftest.py
