@@ -3,7 +3,8 @@
 - `Sandbox`: a broker, the cloud and fleets on one virtual clock, for one test or script; its parts are
   `SimBroker` (Mosquitto, the embedded broker or an external one), `SimCloud`, `SimFleet` / `SimCar`,
   `SimUser`, `SimFaults` and `SimClock`, with await-style helpers whose failures (`WaitTimeout`,
-  `CommandFailed`) quote the car's last status and the command's history.
+  `CommandFailed`) quote the car's last status and the command's history. `Sandbox.events` is the one
+  `tcu_sim.events.EventStream` its cloud and fleets publish into; the waiters read it too.
 - `MosquittoBroker`: a real Mosquitto with the generated configuration (TLS, ACLs, CRL, persistence) on free
   loopback ports, restartable on the same ports, with aiomqtt client helpers per identity (from
   `broker.mosquitto`, the launcher the stack and the bench use too).

@@ -1,11 +1,13 @@
 """`SimCloud`: the real cloud (MQTT handler, domain services, SQLite registry) on a sandbox's broker and clock.
 
-It is the same `broker.handler.CloudHandler` that `tcu-sim cloud run` runs, with what a test wants changed:
+It is the cloud `tcu-sim cloud run` runs, built by the same `broker.runtime`, with what a test wants changed:
 a throw-away registry and server secret, cheap password hashing, a clean MQTT session, and the sandbox's
-`SimClock`, whose `advance()` lets the cloud expire overdue commands before it returns.
+`SimClock`, whose `advance()` lets the cloud expire overdue commands before it returns. It publishes into the
+sandbox's `EventStream` (`events`).
 
 The handle adds await-style helpers whose failures say what happened: `wait_for_command` quotes the command's
-history (every state with its time) and the car's last status.
+history (every state with its time) and the car's last status. The waiters learn that a command moved from the
+event stream (`CommandChanged`), like any other reader, and then read the registry.
 """
 
 from __future__ import annotations
@@ -19,6 +21,11 @@ from pathlib import Path
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Self, TypeVar
 
+from broker.cloud import PasswordHasher, ServerSecret
+from broker.handler import HandlerConfig
+from broker.runtime import BrokerLogin, CloudKeys, cloud_handler, open_services
+from tcu_sim._aio import cancel_and_wait
+from tcu_sim.events import CommandChanged, EventStream, Subscription
 from tcu_sim.protocol import CommandState, KeySet, PublicKey, SigningKey
 
 from ._brokers import BrokerKind
@@ -27,7 +34,7 @@ from ._errors import CommandFailed, HarnessSetupError, WaitTimeout
 
 if TYPE_CHECKING:
     from broker.cloud import CloudConfig, CloudServices
-    from broker.handler import CloudHandler, HandlerConfig, HandlerStats
+    from broker.handler import CloudHandler, HandlerStats
     from broker.registry import CommandRecord, CommandStep, MailRecord, Registry, VehicleRecord, VehicleState
     from tcu_sim.fleet import StateDir
 
@@ -45,9 +52,10 @@ class SimCloud:
     """The cloud of a sandbox (an async context manager). See the module docstring.
 
     `services` are the domain services (`accounts`, `garage`, `commands`, ...), `registry` the store,
-    `handler` the MQTT handler, `stats` its counters. `registry_url` defaults to a SQLite file in `directory`
-    (a `postgresql://` URL works too). `describe_car(vin)` is set by the sandbox so failure messages can quote
-    the car's own view of itself.
+    `handler` the MQTT handler, `stats` its counters, `events` the `EventStream` the cloud publishes into
+    (the sandbox's, shared with its fleets; a stream of its own when none is given). `registry_url` defaults to
+    a SQLite file in `directory` (a `postgresql://` URL works too). `describe_car(vin)` is set by the sandbox so
+    failure messages can quote the car's own view of itself.
     """
 
     def __init__(
@@ -63,8 +71,11 @@ class SimCloud:
         handler_config: HandlerConfig | None = None,
         registry_url: str | None = None,
         ready_timeout: float = 10.0,
+        events: EventStream | None = None,
     ) -> None:
         self.broker = broker
+        #: What the cloud does, as typed events (SPEC §8): subscribe here.
+        self.events = events if events is not None else EventStream("sim-cloud")
         self.registry_url = registry_url or f"sqlite://{Path(directory) / 'registry.db'}"
         self.clock = clock
         self.directory = Path(directory)
@@ -82,55 +93,39 @@ class SimCloud:
         self._services: CloudServices | None = None
         self._changed = asyncio.Condition()
         self._progress_seen = 0
+        self._watcher: asyncio.Task[None] | None = None
 
     # --- lifecycle
     async def __aenter__(self) -> Self:
-        from broker.cloud import CloudServices, PasswordHasher, ServerSecret
-        from broker.handler import CloudHandler, HandlerConfig
-        from broker.registry import open_registry
-
         self.directory.mkdir(parents=True, exist_ok=True)
         try:
-            registry = await self._stack.enter_async_context(open_registry(self.registry_url, pool_size=4))
-            services = CloudServices(
-                registry,
-                self.clock,
-                ServerSecret(self.rng.randbytes(32)),
-                config=self._config,
-                rng=random.Random(self.rng.getrandbits(64)),
-                passwords=PasswordHasher.for_tests(),
+            # Subscribed before the handler exists: the waiters see every step, the first `queued` included.
+            steps = self._stack.enter_context(self.events.subscribe(CommandChanged, name="sim-cloud.waiters"))
+            self._watcher = asyncio.create_task(self._wake_waiters(steps), name=f"sim-cloud[{self.client_id}].waiters")
+            self._stack.push_async_callback(self._stop_watcher)
+            secret = ServerSecret(self.rng.randbytes(32))  # throw-away: nothing outlives the test
+            services = await self._stack.enter_async_context(
+                open_services(
+                    self.registry_url,
+                    clock=self.clock,
+                    secret=secret,
+                    config=self._config,
+                    passwords=PasswordHasher.for_tests(),
+                    rng=random.Random(self.rng.getrandbits(64)),
+                    pool_size=4,
+                )
             )
-            base = self._handler_config or HandlerConfig(
-                # A clean session, and quick reconnects after a broker restart (real seconds, not clock ones).
-                session_expiry_s=0, car_workers=2, app_workers=2, reconnect_base_s=0.05, reconnect_cap_s=1.0
-            )
-            update: dict[str, Any] = {
-                "topic_prefix": self.topic_prefix,
-                "client_id": self.client_id,
-                "protocol": self.broker.mqtt_version,
-                "shared_subscriptions": base.shared_subscriptions and self.broker.mqtt_version == "5",
-            }
-            if self.broker.kind is BrokerKind.EMBEDDED and "ack_after_apply" in type(base).model_fields:
-                # amqtt delivers retained QoS 1 messages during a SUBSCRIBE and waits for their PUBACK before
-                # it sends the SUBACK; a cloud that acknowledges only what it applied (after subscribing) would
-                # wait forever when it (re)connects after the cars (reported to the lead; Mosquitto is fine).
-                update["ack_after_apply"] = False
-            config = base.model_copy(update=update)
             username, password = getattr(self.broker, "credentials", (None, None))
-            handler = CloudHandler(
-                config,
+            tls = self.broker.device_tls("cloud")
+            login = BrokerLogin(self.broker.host, self.broker.port, tls, username=username, password=password)
+            handler = cloud_handler(
                 services,
-                self.clock,
-                host=self.broker.host,
-                port=self.broker.port,
-                cloud_key=self.cloud_key,
-                fleet_keys=self.fleet_keys,
-                tls_context=self.broker.device_tls("cloud"),
-                username=username,
-                password=password,
+                self._handler_settings(),
+                login,
+                keys=CloudKeys(self.cloud_key, self.fleet_keys, secret),
+                events=self.events,
                 rng=random.Random(self.rng.getrandbits(64)),
             )
-            self._observe(handler)
             await self._stack.enter_async_context(handler)
             self._handler, self._services = handler, services
             try:
@@ -146,24 +141,42 @@ class SimCloud:
             raise
         return self
 
+    def _handler_settings(self) -> HandlerConfig:
+        """The handler's configuration: the given one (or a test's defaults) on this sandbox's broker."""
+        base = self._handler_config or HandlerConfig(
+            # A clean session, and quick reconnects after a broker restart (real seconds, not clock ones).
+            session_expiry_s=0, car_workers=2, app_workers=2, reconnect_base_s=0.05, reconnect_cap_s=1.0
+        )
+        update: dict[str, Any] = {
+            "topic_prefix": self.topic_prefix,
+            "client_id": self.client_id,
+            "protocol": self.broker.mqtt_version,
+            "shared_subscriptions": base.shared_subscriptions and self.broker.mqtt_version == "5",
+        }
+        if self.broker.kind is BrokerKind.EMBEDDED:
+            # amqtt delivers retained QoS 1 messages during a SUBSCRIBE and waits for their PUBACK before
+            # it sends the SUBACK; a cloud that acknowledges only what it applied (after subscribing) would
+            # wait forever when it (re)connects after the cars (reported to the lead; Mosquitto is fine).
+            update["ack_after_apply"] = False
+        return base.model_copy(update=update)
+
     async def __aexit__(
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
         self._handler = None
         await self._stack.aclose()
 
-    def _observe(self, handler: CloudHandler) -> None:
-        """Wake waiters on every command state change the cloud tells apps about (expiry included, which the
-        handler's own progress signal does not cover)."""
-        original = handler.pusher.command_progress
+    async def _wake_waiters(self, steps: Subscription[CommandChanged]) -> None:
+        """Wake the waiters on every command step the cloud reports (creation and expiry included); ends when
+        the subscription is closed."""
+        async for _ in steps:
+            steps.drain()  # a burst of steps wakes them once: they read the registry, not the events
+            await self._notify()
 
-        async def observed(command: CommandRecord) -> None:
-            try:
-                await original(command)
-            finally:
-                await self._notify()
-
-        handler.pusher.command_progress = observed  # type: ignore[method-assign]  # observe, then behave the same
+    async def _stop_watcher(self) -> None:
+        watcher, self._watcher = self._watcher, None
+        if watcher is not None:
+            await cancel_and_wait([watcher], timeout=5.0)
 
     async def _notify(self) -> None:
         async with self._changed:
@@ -250,6 +263,7 @@ class SimCloud:
         deadline = loop.time() + timeout
         handler = self.handler
         while True:
+            seen = self._progress_seen  # before reading: a step during `check()` wakes the next wait at once
             found = await check()
             if found is not None:
                 return found
@@ -258,7 +272,7 @@ class SimCloud:
                 raise WaitTimeout(await what())
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(min(remaining, _RECHECK_S)):
-                    await _first(self._wait_progress(self._progress_seen), _next_handled(handler, remaining))
+                    await _first(self._wait_progress(seen), _next_handled(handler, remaining))
 
     async def _wait_progress(self, seen: int) -> None:
         async with self._changed:

@@ -1,8 +1,9 @@
 """`SimFleet` and `SimCar`: a fleet file's cars running against a sandbox's broker, with await-style helpers.
 
 A fleet is provisioned into a state directory of its own (keys, manifest; the certificates come from the
-broker's PKI), its cars are imported into the sandbox's cloud, and a `FleetRunner` runs one real `TcuSession`
-per car on the sandbox's clock. `SimCar` wraps one session:
+broker's PKI), its cars are imported into the sandbox's cloud (the manifest read by `broker.cloud.load_manifest`,
+as `tcu-sim cloud run` reads it), and a `FleetRunner` runs one real `TcuSession` per car on the sandbox's clock,
+publishing into the sandbox's `EventStream`. `SimCar` wraps one session:
 
     await car.wait_for(locked=True, timeout=5)         # the car's own state, as its next status would say
     car.control("open_door", door="front_left")        # what a person at the car does
@@ -14,20 +15,35 @@ from __future__ import annotations
 import asyncio
 import copy
 import datetime as dt
-import inspect
 from collections.abc import Callable
 from pathlib import Path
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Self
 
+import aiomqtt
+
+from broker.cloud import load_manifest
+from tcu_sim.events import EventStream
+from tcu_sim.faults import FleetFaults, ProxyMode
+from tcu_sim.fleet import (
+    BrokerUrl,
+    ConnectivityProfile,
+    FleetError,
+    FleetRunner,
+    StateDir,
+    expand_fleet,
+    provision,
+    select_cars,
+)
 from tcu_sim.protocol import ControlAction, ControlMessage, ProtocolError, StatusSnapshot, encode_json, parse_body
+from tcu_sim.transport import Backoff
 
 from ._describe import at, describe_conditions, describe_status, status_value
 from ._errors import CarControlRefused, HarnessSetupError, WaitTimeout
 
 if TYPE_CHECKING:
-    from tcu_sim.faults import CarFaults, FleetFaults
-    from tcu_sim.fleet import CarSpec, FleetConfig, FleetRunner, StateDir
+    from tcu_sim.faults import CarFaults
+    from tcu_sim.fleet import CarSpec, FleetConfig
     from tcu_sim.transport import TcuSession
     from tcu_sim.vehicle import Vehicle
 
@@ -217,7 +233,8 @@ class SimFleet:
     """A fleet file's cars running on a sandbox's broker and clock (an async context manager).
 
     `cars` in fleet order; `car(0)`, `car("leon")`, `car("leon[1]")` or `car(vin)` picks one; `select(...)`
-    takes fleet-file selectors. `runner` is the `FleetRunner`, `state` the provisioned `StateDir`.
+    takes fleet-file selectors. `runner` is the `FleetRunner`, `state` the provisioned `StateDir`, `events` the
+    `EventStream` its cars publish into (the sandbox's; a stream of its own when none is given).
     """
 
     def __init__(
@@ -232,8 +249,11 @@ class SimFleet:
         online_timeout: float = 15.0,
         reconnect_jitter_s: float = 0.0,
         proxy: str = "none",
+        events: EventStream | None = None,
     ) -> None:
         self.config = config
+        #: What the cars do (connects, commands, controls), as typed events: subscribe here.
+        self.events = events if events is not None else EventStream(f"sim-fleet-{config.name}")
         self.broker = broker
         self.clock = clock
         self.directory = Path(directory)
@@ -267,8 +287,8 @@ class SimFleet:
     @property
     def fault_layer(self) -> FleetFaults | None:
         """The runner's fault layer (`tcu_sim.faults.FleetFaults`), when the runner has one."""
-        runner = self._runner
-        return getattr(runner, "faults", None) if runner is not None else None
+        layer = self._runner.faults if self._runner is not None else None
+        return layer if isinstance(layer, FleetFaults) else None
 
     @property
     def vins(self) -> list[str]:
@@ -276,9 +296,6 @@ class SimFleet:
         return [car.vin for car in self.cars]
 
     async def __aenter__(self) -> Self:
-        from tcu_sim.fleet import BrokerUrl, FleetRunner, StateDir, expand_fleet, provision
-        from tcu_sim.transport import Backoff
-
         if self.config.topic_prefix and self.config.topic_prefix != self.broker.topic_prefix:
             raise HarnessSetupError(
                 f"fleet {self.config.name!r} uses topic_prefix {self.config.topic_prefix!r} but the test broker "
@@ -293,10 +310,7 @@ class SimFleet:
         today = dt.datetime.fromtimestamp(self.clock.now(), dt.UTC).date()
         specs = expand_fleet(self.config, today=today)
         if self.cloud is not None:
-            await self.cloud.add_cars(_vehicle_records(state), state.load_fleet_keys())
-        kwargs: dict[str, Any] = {}
-        if "faults" in inspect.signature(FleetRunner).parameters:
-            kwargs["faults"] = self._fault_layer()
+            await self.cloud.add_cars(load_manifest(state.manifest_path), state.load_fleet_keys())
         runner = FleetRunner(
             specs,
             state=state,
@@ -305,7 +319,8 @@ class SimFleet:
             topic_prefix=self.topic_prefix,
             tls_for=self.broker.device_tls,
             backoff=Backoff(base_s=0.05, cap_s=1.0),
-            **kwargs,
+            faults=self._fault_layer(),
+            events=self.events,
         )
         await runner.__aenter__()
         self._runner = runner
@@ -317,9 +332,7 @@ class SimFleet:
             raise
         return self
 
-    def _fault_layer(self) -> Any:
-        from tcu_sim.faults import FleetFaults, ProxyMode
-
+    def _fault_layer(self) -> FleetFaults:
         return FleetFaults.from_config(
             self.config,
             broker=self.broker if self.broker.controllable else None,
@@ -339,8 +352,6 @@ class SimFleet:
     async def _forget_cars(self) -> None:
         """On a broker other tests use too: clear this fleet's retained messages and persistent sessions, so
         a later cloud on the broker does not receive cars it does not know."""
-        import aiomqtt
-
         fresh: dict[str, Any] = {"clean_start": True} if self.broker.mqtt_version == "5" else {"clean_session": True}
         for car in self.cars:
             topics = car.session.config.topics
@@ -354,8 +365,6 @@ class SimFleet:
     async def wait_online(self, timeout: float = 15.0) -> None:
         """Wait until every car that should have a signal is online (not those of the `offline` profile, nor
         those a fault holds offline); `WaitTimeout` names the ones that are not."""
-        from tcu_sim.fleet import ConnectivityProfile
-
         layer = self.fault_layer
         held = {vin for vin, car in layer.cars.items() if car.offline} if layer is not None else set()
         expected = [
@@ -389,8 +398,6 @@ class SimFleet:
 
     def select(self, *selectors: str) -> list[SimCar]:
         """The cars matching fleet-file selectors (`all`, `leon`, `leon[0:2]`, a VIN), in fleet order."""
-        from tcu_sim.fleet import FleetError, select_cars
-
         try:
             specs = select_cars([car.spec for car in self.cars], list(selectors))
         except FleetError as exc:
@@ -404,17 +411,6 @@ class SimFleet:
             if car.vin == vin:
                 return car.describe()
         return "not in this fleet"
-
-
-def _vehicle_records(state: StateDir) -> list[Any]:
-    from broker.registry import VehicleRecord
-
-    records = []
-    for v in state.load_manifest().vehicles:
-        # The manifest has the registration day; the free licence year starts at its midnight UTC.
-        registered = dt.datetime.combine(v.registered_at, dt.time(0, 0), tzinfo=dt.UTC).timestamp()
-        records.append(VehicleRecord(v.vin, v.model.value, v.equipment.value, registered, v.group))
-    return records
 
 
 async def _connection_change(session: TcuSession) -> None:

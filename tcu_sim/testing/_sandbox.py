@@ -11,6 +11,9 @@
         await sandbox.clock.advance(120)                 # past the command's TTL: the cloud expires it
         await sandbox.cloud.wait_for_command(command_id, "timed_out")
 
+`sandbox.events` is the one `EventStream` its cloud and every fleet it starts publish into (command steps, car
+messages applied or refused, connections, ...): `async with sandbox.events.subscribe(CommandChanged) as steps`.
+
 The pytest plugin builds its fixtures (`cloud`, `fleet`, `car`, `app_user`, `faults`, `clock`) from one
 `Sandbox` per test. Everything a sandbox writes stays in its directory; ports are picked free; a broker shared
 with other sandboxes (a session-wide one, or an external one) gets this sandbox's own cars (VINs derived from
@@ -32,6 +35,7 @@ from typing import TYPE_CHECKING, Any, Self
 
 from broker.launch import select_broker
 from broker.mosquitto import MosquittoNotFound
+from tcu_sim.events import EventStream
 
 from ._brokers import BrokerKind, SimBroker
 from ._clock import SimClock
@@ -117,7 +121,8 @@ class Sandbox:
     `seed` makes the run repeatable; `name` (a test id) keeps cars and topics of sandboxes that share a broker
     apart while staying the same from run to run. `cloud_config` (`broker.cloud.CloudConfig`) changes the
     cloud's rules (command TTL, S-PIN lock time, ...), `handler_config` its MQTT handler's settings, and
-    `registry_url` its registry (default: a SQLite file in `directory`).
+    `registry_url` its registry (default: a SQLite file in `directory`). `events` is the `EventStream` that the
+    cloud and every fleet of the sandbox publish into (one per sandbox).
     """
 
     def __init__(
@@ -139,6 +144,8 @@ class Sandbox:
         self.seed = seed
         self.name = name if name is not None else secrets.token_hex(6)
         self.clock = clock or SimClock()
+        #: What the cloud and the fleets do, as typed events (SPEC §8): subscribe here.
+        self.events = EventStream(f"sandbox-{self.name}")
         self.rng = random.Random(derive_seed(seed, self.name, "sandbox"))
         self._topic_prefix = topic_prefix
         self._cloud_config = cloud_config
@@ -227,6 +234,7 @@ class Sandbox:
                 handler_config=self._handler_config,
                 registry_url=self._registry_url,
                 ready_timeout=self.timeout,
+                events=self.events,
             )
         )
 
@@ -289,6 +297,7 @@ class Sandbox:
                 topic_prefix=self.topic_prefix,
                 online_timeout=online_timeout if online_timeout is not None else max(self.timeout, 15.0),
                 proxy=proxy,
+                events=self.events,
             )
         )
         self.fleets.append(fleet)

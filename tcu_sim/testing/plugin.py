@@ -7,7 +7,8 @@ Installing tcu-sim makes these fixtures available in any project (no conftest.py
   (`--tcu-broker embedded`, or `auto`: Mosquitto when installed, else embedded); or an existing broker
   (`--tcu-broker mqtt://host:port`).
 - `clock`: the `SimClock` (virtual time) the test's cloud and cars share; `await clock.advance(s)`.
-- `tcu_sandbox`: the `Sandbox` behind the fixtures below (one per test, its files in `tmp_path`).
+- `tcu_sandbox`: the `Sandbox` behind the fixtures below (one per test, its files in `tmp_path`);
+  `tcu_sandbox.events` is the one event stream its cloud and fleets publish into.
 - `cloud`: the `SimCloud` (the real cloud handler, SQLite registry in tmp) on `mqtt_broker`, on `clock`.
 - `fleet`: a running `SimFleet` from `@pytest.mark.tcu_fleet("fleet.yaml")`, `--tcu-fleet`, or the default
   fleet (a Leon and a radio Ateca); `fleet_factory(path_or_config)` starts more.

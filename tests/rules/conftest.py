@@ -4,10 +4,9 @@ Every test of this folder runs twice, over a SQLite registry and over a PostgreS
 the tcu-sim pytest plugin's own fixtures (`tcu_sim.testing`), re-wired here:
 
 - `mqtt_broker` is always a real Mosquitto (TLS, the generated ACLs), whatever `--tcu-broker` says;
-- `tcu_sandbox` is the plugin's `Sandbox` with the cloud's registry at `registry_url` and a handler whose
-  periodic jobs suit virtual jumps of months (the `SimClock` still expires commands after every `advance`).
-  The plugin's `SimCloud` always opens a SQLite file of its own, so `broker.registry.open_registry` is re-pointed
-  at `registry_url` for the test, and the fixture checks the dialect the cloud really got;
+- `tcu_sandbox` is the plugin's `Sandbox` with the cloud's registry at `registry_url` (`Sandbox(registry_url=...)`;
+  a second cloud of a test opens the same one) and a handler whose periodic jobs suit virtual jumps of months
+  (the `SimClock` still expires commands after every `advance`); the fixture checks the dialect the cloud got;
 - `fleet` is `RULES_FLEET` (a Leon, which enrols by two-key verification, and a radio Ateca, which enrols by
   pairing code, both registered on a known day) unless a test names another with `@pytest.mark.tcu_fleet(...)`.
 
@@ -26,9 +25,8 @@ import asyncio
 import os
 import secrets
 import warnings
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Iterator
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import AbstractAsyncContextManager
 from pathlib import Path
 from typing import Any
 
@@ -37,11 +35,10 @@ import pytest
 import pytest_asyncio
 from rules_kit import RULES_FLEET, RULES_HANDLER, WAIT
 
-import broker.registry
 from broker.cloud import CloudConfig
 from broker.handler import HandlerConfig
 from broker.pki import FleetPKI
-from broker.registry import SqlRegistry
+from broker.registry import open_registry
 from tcu_sim.fleet import FleetConfig
 from tcu_sim.testing import BrokerKind, Sandbox, SimBroker, SimClock, resolve_fleet
 from tcu_sim.testing.plugin import require_mosquitto
@@ -85,7 +82,7 @@ def postgres_database() -> Iterator[str]:
     dsn = f"{ADMIN_DSN.rsplit('/', 1)[0]}/{name}"
 
     async def migrate() -> None:
-        async with broker.registry.open_registry(dsn, pool_size=1) as registry:
+        async with open_registry(dsn, pool_size=1) as registry:
             assert registry.dialect == "postgresql"
 
     try:
@@ -168,9 +165,6 @@ def tcu_fleet_config(request: pytest.FixtureRequest, tcu_seed: int) -> FleetConf
     return resolve_fleet(source, seed=tcu_seed, base=Path(request.node.path).parent)
 
 
-RegistryOpener = Callable[..., AbstractAsyncContextManager[SqlRegistry]]
-
-
 @pytest_asyncio.fixture
 async def tcu_sandbox(
     request: pytest.FixtureRequest,
@@ -181,17 +175,8 @@ async def tcu_sandbox(
     rules_handler_config: HandlerConfig,
     registry_url: str,
     tmp_path: Path,
-    monkeypatch: pytest.MonkeyPatch,
 ) -> AsyncIterator[Sandbox]:
     """The plugin's `Sandbox` (broker, cloud, fleets, users on `tcu_clock`), its cloud on `registry_url`."""
-    original: RegistryOpener = broker.registry.open_registry
-
-    def open_rules_registry(url: str, *, pool_size: int = 10) -> AbstractAsyncContextManager[SqlRegistry]:
-        # The sandbox's cloud asks for a SQLite file of its own; every cloud of a rule test opens
-        # `registry_url` instead (a second cloud instance of a test shares it, as a scaled-out cloud does).
-        return original(registry_url, pool_size=pool_size)
-
-    monkeypatch.setattr(broker.registry, "open_registry", open_rules_registry)
     sandbox = Sandbox(
         tmp_path / "tcu-sim",
         broker=mqtt_broker,
@@ -200,6 +185,7 @@ async def tcu_sandbox(
         clock=tcu_clock,
         cloud_config=tcu_cloud_config,
         handler_config=rules_handler_config,
+        registry_url=registry_url,
         timeout=WAIT,
     )
     async with sandbox:
