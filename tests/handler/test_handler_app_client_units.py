@@ -131,8 +131,8 @@ def test_the_app_api_doc_lists_every_op_the_cloud_answers() -> None:
     doc = (Path(__file__).resolve().parents[2] / "docs" / "app-api.md").read_text(encoding="utf-8")
     documented = {line.split("`")[1] for line in doc.splitlines() if line.startswith("| `")}
     # Only the op table is read: no services needed.
-    answered = AppRequests(  # type: ignore[arg-type]
-        services=None, sender=None, directory=None, stats=None, events=None, clock=None
+    answered = AppRequests(
+        services=None, sender=None, directory=None, stats=None, events=None, clock=None  # type: ignore[arg-type]
     )
     push_types = {"command_progress", "vehicle_changed", "notification", "mail"}
     assert documented - push_types == {op.value for op in AppOp} == answered.ops
