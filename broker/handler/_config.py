@@ -74,6 +74,8 @@ class HandlerConfig(BaseModel):
     job_timeout_s: float = Field(default=120.0, gt=0)
     #: Clock skew allowed on car messages' `exp` / `iat`.
     clock_skew_s: float = Field(default=30.0, ge=0)
+    #: Also accept car messages signed as `alg: EdDSA` (RFC 8037, deprecated by RFC 9864) from legacy cars.
+    legacy_eddsa: bool = False
     #: A command is reported `timed_out` this long after its TTL: the car accepts a command up to its own
     #: clock-skew allowance past `exp`, so the cloud waits as long before it calls it lost.
     expiry_grace_s: float = Field(default=30.0, ge=0)

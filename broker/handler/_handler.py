@@ -34,6 +34,8 @@ from tcu_sim.clock import Clock
 from tcu_sim.events import CloudConnection, EventStream, Source
 from tcu_sim.protocol import (
     CLOUD,
+    DEFAULT_ALGORITHMS,
+    LEGACY_ALGORITHMS,
     KeySet,
     ParsedTopic,
     ProtocolError,
@@ -139,7 +141,12 @@ class CloudHandler:
             stats=self.stats,
         )
         verifier = Verifier(
-            fleet_keys, audience=CLOUD, clock=clock, skew_s=config.clock_skew_s, max_bytes=config.max_message_bytes
+            fleet_keys,
+            audience=CLOUD,
+            clock=clock,
+            skew_s=config.clock_skew_s,
+            max_bytes=config.max_message_bytes,
+            algorithms=LEGACY_ALGORITHMS if config.legacy_eddsa else DEFAULT_ALGORITHMS,
         )
         self.cars = CarMessages(
             services=services, verifier=verifier, sender=self.sender, pusher=self.pusher, stats=self.stats,
@@ -187,8 +194,12 @@ class CloudHandler:
         if cfg.verify_processes > 0:
             verifier = self.cars.verifier
             pool = VerifyPool(
-                cfg.verify_processes, self.fleet_keys, audience=verifier.audience, skew_s=verifier.skew_s,
+                cfg.verify_processes,
+                self.fleet_keys,
+                audience=verifier.audience,
+                skew_s=verifier.skew_s,
                 max_bytes=verifier.max_bytes,
+                algorithms=verifier.algorithms,
             )
             await pool.__aenter__()
             self.cars.pool = pool

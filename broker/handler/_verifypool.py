@@ -24,7 +24,16 @@ from typing import Any
 
 import structlog
 
-from tcu_sim.protocol import KeySet, MessageType, ProtocolError, RefusalReason, StatusSnapshot, Verifier, parse_body
+from tcu_sim.protocol import (
+    DEFAULT_ALGORITHMS,
+    KeySet,
+    MessageType,
+    ProtocolError,
+    RefusalReason,
+    StatusSnapshot,
+    Verifier,
+    parse_body,
+)
 
 __all__ = ["StatusCheck", "VerifyPool"]
 
@@ -63,9 +72,18 @@ _verifier: Verifier | None = None
 _clock = _FixedClock()
 
 
-def _start_worker(jwks: Mapping[str, Any], audience: str, skew_s: float, max_bytes: int) -> None:
+def _start_worker(
+    jwks: Mapping[str, Any], audience: str, skew_s: float, max_bytes: int, algorithms: frozenset[str]
+) -> None:
     global _verifier  # one verifier per worker process, made once at its start
-    _verifier = Verifier(KeySet.from_jwks(jwks), audience=audience, clock=_clock, skew_s=skew_s, max_bytes=max_bytes)
+    _verifier = Verifier(
+        KeySet.from_jwks(jwks),
+        audience=audience,
+        clock=_clock,
+        skew_s=skew_s,
+        max_bytes=max_bytes,
+        algorithms=algorithms,
+    )
 
 
 def _check_statuses(items: Sequence[tuple[str, bytes]], now: float) -> list[StatusCheck]:
@@ -91,9 +109,18 @@ def _check_statuses(items: Sequence[tuple[str, bytes]], now: float) -> list[Stat
 class VerifyPool:
     """Worker processes verifying car statuses (see the module docstring). An async context manager."""
 
-    def __init__(self, processes: int, keys: KeySet, *, audience: str, skew_s: float, max_bytes: int) -> None:
+    def __init__(
+        self,
+        processes: int,
+        keys: KeySet,
+        *,
+        audience: str,
+        skew_s: float,
+        max_bytes: int,
+        algorithms: frozenset[str] = DEFAULT_ALGORITHMS,
+    ) -> None:
         self.processes = processes
-        self._initargs = (keys.to_jwks(), audience, skew_s, max_bytes)
+        self._initargs = (keys.to_jwks(), audience, skew_s, max_bytes, algorithms)
         self._executor: ProcessPoolExecutor | None = None
 
     def __repr__(self) -> str:

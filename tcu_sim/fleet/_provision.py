@@ -23,7 +23,7 @@ from tcu_sim.fleet._config import FleetConfig
 from tcu_sim.fleet._errors import StateDirError
 from tcu_sim.fleet._expand import CarSpec, expand_fleet
 from tcu_sim.fleet._state import CLOUD_KID, Manifest, ManifestVehicle, StateDir
-from tcu_sim.protocol import ProtocolError, SigningKey
+from tcu_sim.protocol import KeySet, ProtocolError, SigningKey
 
 __all__ = ["ProvisionResult", "provision"]
 
@@ -206,10 +206,11 @@ def _load_key(path: Path, kid: str) -> SigningKey:
 def _read_jwks(path: Path) -> dict[str, dict[str, str]]:
     """kid → JWK of an existing JWKS file ({} when absent or unreadable: it is rebuilt from the key files)."""
     try:
-        keys = json.loads(path.read_bytes())["keys"]
-        return {str(key["kid"]): key for key in keys}
-    except (OSError, ValueError, KeyError, TypeError):
+        keys = KeySet.from_jwks(path.read_bytes())
+    except (OSError, ProtocolError):
         return {}
+    # Re-exported, so a JWKS written before RFC 9864 (`alg` EdDSA) is rewritten with `alg` Ed25519: same keys.
+    return {key.kid: key.to_jwk() for key in keys}
 
 
 def _make_dir(path: Path) -> None:

@@ -20,6 +20,8 @@ from ._catalogue import (
 )
 from ._envelope import (
     CLOUD,
+    DEFAULT_ALGORITHMS,
+    LEGACY_ALGORITHMS,
     KeySet,
     MessageType,
     PublicKey,
@@ -91,7 +93,9 @@ from ._vin import (
 __all__ = [
     "CLOUD",
     "COMMAND_PARAMS",
+    "DEFAULT_ALGORITHMS",
     "EVENT_REQUIRED_FIELDS",
+    "LEGACY_ALGORITHMS",
     "PUBLIC_OPS",
     "VIN_ALPHABET",
     "AppError",

@@ -1,12 +1,15 @@
 """The signed envelope (SPEC §2.2): Ed25519 keys, JWKS, JWS compact signing and verification, seq guards.
 
-A message is a JWS Compact Serialization (RFC 7515) signed with Ed25519 (`alg` EdDSA, RFC 8037):
+A message is a JWS Compact Serialization (RFC 7515) signed with Ed25519 (`alg` Ed25519, the fully-specified
+identifier of RFC 9864, which deprecates the polymorphic `EdDSA` of RFC 8037):
 
     base64url(header) "." base64url(claims) "." base64url(signature)      (base64url without padding)
 
-with the header exactly `{"alg":"EdDSA","kid":...,"typ":...}` and the claims `iss aud iat exp jti seq body`.
+with the header exactly `{"alg":"Ed25519","kid":...,"typ":...}` and the claims `iss aud iat exp jti seq body`.
+A `Verifier` accepts only the algorithms it is given: `Ed25519` by default, `EdDSA` too only for a deployment
+that still talks to legacy senders (`LEGACY_ALGORITHMS`; same key, same signature, another name).
 `Verifier.verify` checks, in this order, and refuses with the first reason that applies:
-size (TOO_LARGE) → structure (MALFORMED) → header (MALFORMED; an `alg` other than EdDSA is BAD_SIGNATURE) →
+size (TOO_LARGE) → structure (MALFORMED) → header (MALFORMED; an `alg` not accepted is BAD_SIGNATURE) →
 kid lookup (UNKNOWN_KEY) → signature (BAD_SIGNATURE) → claims (MALFORMED) → typ (WRONG_TYPE) →
 aud (WRONG_AUDIENCE) → iss (WRONG_ISSUER) → exp (EXPIRED) → iat (NOT_YET_VALID).
 The claims are parsed only after the signature over them has been checked. `seq` is returned, not checked:
@@ -40,6 +43,8 @@ if TYPE_CHECKING:
 
 __all__ = [
     "CLOUD",
+    "DEFAULT_ALGORITHMS",
+    "LEGACY_ALGORITHMS",
     "KeySet",
     "MessageType",
     "PublicKey",
@@ -53,7 +58,14 @@ __all__ = [
 CLOUD: Final = "cloud"
 """The cloud's `iss`, and the `aud` of every car message."""
 
-ALG: Final = "EdDSA"
+ALG: Final = "Ed25519"
+"""The `alg` every token is signed with (RFC 9864 fully-specified Ed25519)."""
+LEGACY_ALG: Final = "EdDSA"
+"""RFC 8037's polymorphic name for the same signature, deprecated by RFC 9864."""
+DEFAULT_ALGORITHMS: Final = frozenset({ALG})
+"""What a `Verifier` accepts unless a deployment says otherwise."""
+LEGACY_ALGORITHMS: Final = frozenset({ALG, LEGACY_ALG})
+"""Also the deprecated `EdDSA`, for a deployment with senders that still write it."""
 _SIG_LEN = 64
 _SIG_B64_LEN = 86  # 64 bytes in unpadded base64url
 _KEY_LEN = 32
@@ -127,14 +139,16 @@ class PublicKey:
 
     @classmethod
     def from_jwk(cls, jwk: Mapping[str, Any]) -> PublicKey:
-        """From an RFC 8037 JWK (`kty` OKP, `crv` Ed25519, `x`, `kid`; `alg`, `use` checked if present)."""
+        """From an RFC 8037 JWK (`kty` OKP, `crv` Ed25519, `x`, `kid`; `alg` (Ed25519, or the legacy EdDSA) and
+        `use` checked if present)."""
         if not isinstance(jwk, Mapping):
             raise _malformed(f"JWK must be an object, got {type(jwk).__name__}")
         if jwk.get("kty") != "OKP" or jwk.get("crv") != "Ed25519":
             raise _malformed("JWK must have kty 'OKP' and crv 'Ed25519'")
         if "d" in jwk:
             raise _malformed("JWK holds a private key ('d'); publish public keys only")
-        if jwk.get("alg", ALG) != ALG:
+        # JWKS written before RFC 9864 (old state directories) say EdDSA: the key material is the same Ed25519 key.
+        if jwk.get("alg", ALG) not in (ALG, LEGACY_ALG):
             raise _malformed(f"JWK alg must be {ALG!r}")
         if jwk.get("use", "sig") != "sig":
             raise _malformed("JWK use must be 'sig'")
@@ -412,14 +426,15 @@ class Verified:
     body: dict[str, Any] = field(repr=False)  # may hold a password (infotainment login event)
 
 
-def _parse_header(header_b64: bytes) -> tuple[str, str]:
-    """(kid, typ) of a protected header that is exactly {alg: EdDSA, kid, typ}."""
+def _parse_header(header_b64: bytes, algorithms: frozenset[str]) -> tuple[str, str]:
+    """(kid, typ) of a protected header that is exactly {alg, kid, typ}, with an `alg` in `algorithms`."""
     header = decode_json(b64url_decode(header_b64, "header"), max_bytes=_HEADER_MAX_BYTES, max_depth=1)
     if not isinstance(header, dict) or header.keys() != _HEADER_KEYS:
         raise _malformed("header must be an object with exactly alg, kid and typ")
-    if header["alg"] != ALG:
-        got = str(header["alg"])[:32]
-        raise ProtocolError(RefusalReason.BAD_SIGNATURE, f"alg must be {ALG}, got {got!r}")
+    alg = header["alg"]
+    if not isinstance(alg, str) or alg not in algorithms:
+        got = str(alg)[:32]
+        raise ProtocolError(RefusalReason.BAD_SIGNATURE, f"alg must be one of {sorted(algorithms)}, got {got!r}")
     kid, typ = header["kid"], header["typ"]
     if not isinstance(kid, str) or not isinstance(typ, str):
         raise _malformed("header kid and typ must be strings")
@@ -431,7 +446,11 @@ def _is_number(value: Any) -> bool:
 
 
 class Verifier:
-    """Verifies tokens for `audience` against pinned keys; refuses with ProtocolError (see the module doc)."""
+    """Verifies tokens for `audience` against pinned keys; refuses with ProtocolError (see the module doc).
+
+    `algorithms` is the set of `alg` values accepted: `DEFAULT_ALGORITHMS` (Ed25519 only), or
+    `LEGACY_ALGORITHMS` where senders still sign as `EdDSA`. Anything else is a ValueError.
+    """
 
     def __init__(
         self,
@@ -441,7 +460,12 @@ class Verifier:
         clock: Clock,
         skew_s: float = 30,
         max_bytes: int = 65536,
+        algorithms: frozenset[str] = DEFAULT_ALGORITHMS,
     ) -> None:
+        algorithms = frozenset(algorithms)
+        if not algorithms or not algorithms <= LEGACY_ALGORITHMS:
+            raise ValueError(f"algorithms must be a non-empty subset of {sorted(LEGACY_ALGORITHMS)}")
+        self.algorithms = algorithms
         self.keys = keys
         self.audience = audience
         self.clock = clock
@@ -488,7 +512,7 @@ class Verifier:
         # 3. header: exactly alg, kid, typ (a sender's headers repeat, so each is decoded once)
         cached = self._headers.get(header_b64)
         if cached is None:
-            cached = _parse_header(header_b64)
+            cached = _parse_header(header_b64, self.algorithms)
             if len(self._headers) >= _HEADER_CACHE_MAX:
                 self._headers.clear()
             self._headers[header_b64] = cached
@@ -558,7 +582,10 @@ class Verifier:
         return Verified(message_type, header_kid, iss, aud, iat, exp, jti, seq, body)
 
     def __repr__(self) -> str:
-        return f"Verifier(audience={self.audience!r}, keys={len(self.keys)}, skew_s={self.skew_s})"
+        return (
+            f"Verifier(audience={self.audience!r}, keys={len(self.keys)}, skew_s={self.skew_s}, "
+            f"algorithms={sorted(self.algorithms)})"
+        )
 
 
 # --------------------------------------------------------------------------------------------------- seq

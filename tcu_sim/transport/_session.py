@@ -34,6 +34,8 @@ from tcu_sim.clock import Clock
 from tcu_sim.events import CarCommandHandled, CarConnection, CarControlHandled, EventStream, Source
 from tcu_sim.protocol import (
     CLOUD,
+    DEFAULT_ALGORITHMS,
+    LEGACY_ALGORITHMS,
     Command,
     CommandResult,
     ControlAction,
@@ -84,6 +86,8 @@ class TcuConfig:
 
     status_interval_s: float = 60.0
     clock_skew_allowance_s: float = 30.0
+    #: Also accept commands signed as `alg: EdDSA` (RFC 8037, deprecated by RFC 9864) from a legacy cloud.
+    legacy_eddsa: bool = False
     message_ttl_s: float = 300.0
     outbox_limit: int = 1000
     backoff: Backoff = field(default_factory=Backoff)
@@ -134,7 +138,11 @@ class TcuSession:
         self.stats = SessionStats()
         self._signer = Signer(signing_key, issuer=self.vin, clock=clock, ttl_s=self.config.message_ttl_s)
         self._verifier = Verifier(
-            cloud_keys, audience=self.vin, clock=clock, skew_s=self.config.clock_skew_allowance_s
+            cloud_keys,
+            audience=self.vin,
+            clock=clock,
+            skew_s=self.config.clock_skew_allowance_s,
+            algorithms=LEGACY_ALGORITHMS if self.config.legacy_eddsa else DEFAULT_ALGORITHMS,
         )
         self._tls = tls
         self._on_event = on_event

@@ -161,6 +161,25 @@ def test_a_lost_fleet_jwks_is_rebuilt_from_the_keys(tmp_path: Path, clock: Virtu
     assert sorted(state.load_fleet_keys().kids()) == sorted(c.vin for c in cars)
 
 
+def test_a_legacy_eddsa_state_dir_loads_and_is_rewritten_with_ed25519(tmp_path: Path, clock: VirtualClock) -> None:
+    # State provisioned before RFC 9864 published its keys with `alg` EdDSA: the same keys, another name.
+    cars = expand_fleet(fleet())
+    provision(cars[:5], tmp_path, clock=clock, pki=False)
+    state = StateDir(tmp_path)
+    for path in (state.fleet_jwks_path, state.cloud_jwks_path):
+        jwks = json.loads(path.read_text())
+        assert {key["alg"] for key in jwks["keys"]} == {"Ed25519"}
+        path.write_text(json.dumps({"keys": [{**key, "alg": "EdDSA"} for key in jwks["keys"]]}))
+    legacy = state.load_fleet_keys()
+    assert len(legacy) == 5
+    assert len(state.load_cloud_keys()) == 1
+
+    provision(cars[5:], tmp_path, clock=clock, pki=False)
+    for path in (state.fleet_jwks_path, state.cloud_jwks_path):
+        assert {key["alg"] for key in json.loads(path.read_text())["keys"]} == {"Ed25519"}
+    assert all(state.load_fleet_keys().get(key.kid) == key for key in legacy)
+
+
 def test_loaders_explain_what_is_missing(tmp_path: Path) -> None:
     state = StateDir(tmp_path)
     with pytest.raises(StateDirError, match=r"missing vehicle manifest; provision first \(tcu-sim fleet provision"):

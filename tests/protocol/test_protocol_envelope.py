@@ -16,6 +16,8 @@ from pydantic import SecretStr
 from tcu_sim.clock import VirtualClock
 from tcu_sim.protocol import (
     CLOUD,
+    DEFAULT_ALGORITHMS,
+    LEGACY_ALGORITHMS,
     Event,
     EventType,
     KeySet,
@@ -89,7 +91,7 @@ def raw_token(
 
 
 def good_header(**overrides: Any) -> dict[str, Any]:
-    return {"alg": "EdDSA", "kid": VIN, "typ": MessageType.STATUS.value, **overrides}
+    return {"alg": "Ed25519", "kid": VIN, "typ": MessageType.STATUS.value, **overrides}
 
 
 def good_claims(**overrides: Any) -> dict[str, Any]:
@@ -137,7 +139,7 @@ def test_from_private_pem_refuses_what_is_not_a_private_key(pem: bytes) -> None:
 def test_public_jwk_fields() -> None:
     jwk = CAR_KEY.public_jwk()
     assert jwk.keys() == {"kty", "crv", "x", "kid", "alg", "use"}
-    assert (jwk["kty"], jwk["crv"], jwk["kid"], jwk["alg"], jwk["use"]) == ("OKP", "Ed25519", VIN, "EdDSA", "sig")
+    assert (jwk["kty"], jwk["crv"], jwk["kid"], jwk["alg"], jwk["use"]) == ("OKP", "Ed25519", VIN, "Ed25519", "sig")
     assert base64.urlsafe_b64decode(jwk["x"] + "=") == CAR_KEY.public_key().raw
     assert "=" not in jwk["x"]
     assert PublicKey.from_jwk(jwk) == CAR_KEY.public_key()
@@ -148,12 +150,28 @@ def test_public_pem_round_trip() -> None:
     assert PublicKey.from_public_pem(pk.public_pem(), VIN) == pk
 
 
+@pytest.mark.parametrize("alg", ["Ed25519", "EdDSA", ...])
+def test_from_jwk_accepts_ed25519_legacy_eddsa_or_no_alg(alg: Any) -> None:
+    # JWKS of state directories provisioned before RFC 9864 say EdDSA; the key is the same Ed25519 key.
+    jwk = {k: v for k, v in {**CAR_KEY.public_jwk(), "alg": alg}.items() if v is not ...}
+    key = PublicKey.from_jwk(jwk)
+    assert key == CAR_KEY.public_key()
+    assert key.to_jwk()["alg"] == "Ed25519"
+
+
+def test_legacy_jwks_is_rewritten_with_ed25519() -> None:
+    legacy = {"keys": [{**CAR_KEY.public_jwk(), "alg": "EdDSA"}]}
+    assert KeySet.from_jwks(legacy).to_jwks() == {"keys": [CAR_KEY.public_jwk()]}
+
+
 @pytest.mark.parametrize(
     ("change", "fragment"),
     [
         ({"kty": "EC"}, "kty"),
         ({"crv": "Ed448"}, "crv"),
         ({"alg": "ES256"}, "alg"),
+        ({"alg": "Ed448"}, "alg"),
+        ({"alg": "none"}, "alg"),
         ({"use": "enc"}, "use"),
         ({"kid": ""}, "kid"),
         ({"kid": None}, "kid"),
@@ -235,7 +253,7 @@ def test_signed_token_shape(signer: Signer, clock: VirtualClock) -> None:
     header_b64, payload_b64, sig_b64 = token.split(".")
     assert "=" not in token
     assert base64.urlsafe_b64decode(header_b64 + "==") == (
-        b'{"alg":"EdDSA","kid":"' + VIN.encode() + b'","typ":"tcu-status+jwt"}'
+        b'{"alg":"Ed25519","kid":"' + VIN.encode() + b'","typ":"tcu-status+jwt"}'
     )
     claims = json.loads(base64.urlsafe_b64decode(payload_b64 + "=" * (-len(payload_b64) % 4)))
     assert claims.keys() == {"iss", "aud", "iat", "exp", "jti", "seq", "body"}
@@ -428,21 +446,52 @@ def test_malformed_payload_behind_a_good_signature(verifier: Verifier, claims: b
     [
         b"not json",
         b"[]",
-        json.dumps({"alg": "EdDSA", "kid": VIN}).encode(),
+        json.dumps({"alg": "Ed25519", "kid": VIN}).encode(),
         json.dumps({**good_header(), "jku": "https://attacker.example/jwks"}).encode(),
         json.dumps({**good_header(), "crit": ["b64"]}).encode(),
         json.dumps(good_header(kid=5)).encode(),
         json.dumps(good_header(typ=None)).encode(),
-        b'{"alg":"EdDSA","kid":"a","kid":"b","typ":"x"}',
+        b'{"alg":"Ed25519","kid":"a","kid":"b","typ":"x"}',
     ],
 )
 def test_malformed_header(verifier: Verifier, header: bytes) -> None:
     assert reason_of(verifier, raw_token(CAR_KEY, header, good_claims())) is RefusalReason.MALFORMED
 
 
-@pytest.mark.parametrize("alg", ["HS256", "ES256", "RS256", "Ed25519", "eddsa", None])
-def test_alg_other_than_eddsa(verifier: Verifier, alg: str | None) -> None:
+@pytest.mark.parametrize("alg", ["HS256", "ES256", "RS256", "EdDSA", "ed25519", "Ed448", "none", None, 5])
+def test_alg_other_than_ed25519(verifier: Verifier, alg: Any) -> None:
     assert reason_of(verifier, raw_token(CAR_KEY, good_header(alg=alg), good_claims())) is RefusalReason.BAD_SIGNATURE
+
+
+def test_default_verifier_accepts_ed25519_only(verifier: Verifier) -> None:
+    assert verifier.algorithms == DEFAULT_ALGORITHMS == frozenset({"Ed25519"})
+    assert verifier.verify(raw_token(CAR_KEY, good_header(), good_claims()), typ=MessageType.STATUS).seq == 7
+
+
+def test_eddsa_is_refused_by_default_and_accepted_when_legacy_is_enabled(keys: KeySet, clock: VirtualClock) -> None:
+    # RFC 9864 deprecates the polymorphic EdDSA: only a deployment that opts in still takes it.
+    token = raw_token(CAR_KEY, good_header(alg="EdDSA"), good_claims())
+    refusal = Verifier(keys, audience=CLOUD, clock=clock)
+    with pytest.raises(ProtocolError) as info:
+        refusal.verify(token, typ=MessageType.STATUS)
+    assert info.value.reason is RefusalReason.BAD_SIGNATURE
+    assert "EdDSA" in info.value.detail
+    legacy = Verifier(keys, audience=CLOUD, clock=clock, algorithms=LEGACY_ALGORITHMS)
+    assert legacy.verify(token, typ=MessageType.STATUS).seq == 7
+    assert legacy.verify(raw_token(CAR_KEY, good_header(), good_claims()), typ=MessageType.STATUS).seq == 7
+    assert "EdDSA" in repr(legacy)
+
+
+@pytest.mark.parametrize("alg", ["none", "HS256"])
+def test_legacy_verifier_still_refuses_other_algs(keys: KeySet, clock: VirtualClock, alg: str) -> None:
+    legacy = Verifier(keys, audience=CLOUD, clock=clock, algorithms=LEGACY_ALGORITHMS)
+    assert reason_of(legacy, raw_token(CAR_KEY, good_header(alg=alg), good_claims())) is RefusalReason.BAD_SIGNATURE
+
+
+@pytest.mark.parametrize("algorithms", [frozenset(), frozenset({"HS256"}), frozenset({"Ed25519", "none"})])
+def test_verifier_refuses_algorithms_it_cannot_check(keys: KeySet, clock: VirtualClock, algorithms: Any) -> None:
+    with pytest.raises(ValueError, match="algorithms"):
+        Verifier(keys, audience=CLOUD, clock=clock, algorithms=algorithms)
 
 
 @pytest.mark.parametrize("signature", [b"", b"\x00" * 64])
