@@ -22,6 +22,7 @@ _COMMANDS: list[tuple[str, str]] = [
     ("tcu_sim.cli.fault", "fault"),
     ("tcu_sim.cli.scenario", "scenario"),
     ("tcu_sim.cli.up", "up"),
+    ("tcu_sim.cli.asyncapi", "asyncapi"),
 ]
 
 

@@ -9,6 +9,7 @@ a fleet file or manifest, not on the wire) with `UnsupportedConfiguration`, a `V
 from __future__ import annotations
 
 from ._appops import PUBLIC_OPS, AppOp
+from ._asyncapi import ASYNCAPI_VERSION, asyncapi_document
 from ._catalogue import (
     Capabilities,
     EnrolmentMethod,
@@ -91,6 +92,7 @@ from ._vin import (
 )
 
 __all__ = [
+    "ASYNCAPI_VERSION",
     "CLOUD",
     "COMMAND_PARAMS",
     "DEFAULT_ALGORITHMS",
@@ -157,6 +159,7 @@ __all__ = [
     "WindowName",
     "WindowState",
     "Windows",
+    "asyncapi_document",
     "b64url_decode",
     "b64url_encode",
     "capabilities",
