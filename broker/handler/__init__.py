@@ -15,11 +15,12 @@ from ._config import HandlerConfig
 from ._directory import ClientDirectory
 from ._handler import CloudHandler, quiet_sql_debug_logs
 from ._mqtt import AckLedger, Delivery, MqttLink, PublishFailed, Subscription
-from ._push import Pusher, command_progress_data, describe_error
+from ._push import LOCAL_CLIENT_PREFIX, Pusher, PushListener, command_progress_data, describe_error
 from ._stats import HandlerStats
 
 __all__ = [
     "COMMAND_SEQ_COUNTER",
+    "LOCAL_CLIENT_PREFIX",
     "AckLedger",
     "AppRequests",
     "CarMessage",
@@ -32,6 +33,7 @@ __all__ = [
     "HandlerStats",
     "MqttLink",
     "PublishFailed",
+    "PushListener",
     "Pusher",
     "Reply",
     "StoreUnavailable",

@@ -1,11 +1,15 @@
 """Push events to apps on `app/{client_id}/events` (SPEC §2.5): command progress, vehicle changes,
-notifications, and mail (the subject of each mail the simulated mailbox receives, never its body)."""
+notifications, and mail (the subject of each mail the simulated mailbox receives, never its body).
+
+Apps that are not on MQTT (the HTTP API's, `broker.http`) get the same events through `listeners`: each is
+called with the user an event is for and the event itself, at the same place the MQTT push is made. Their
+client ids start with `LOCAL_CLIENT_PREFIX`, and nothing is published on MQTT for them."""
 
 from __future__ import annotations
 
 import traceback
-from collections.abc import Iterable, Mapping
-from typing import Any
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any, Final
 
 import structlog
 
@@ -18,7 +22,20 @@ from ._directory import ClientDirectory
 from ._mqtt import MqttLink, PublishFailed
 from ._stats import HandlerStats
 
-__all__ = ["Pusher", "command_changed", "command_progress_data", "describe_error"]
+__all__ = [
+    "LOCAL_CLIENT_PREFIX",
+    "PushListener",
+    "Pusher",
+    "command_changed",
+    "command_progress_data",
+    "describe_error",
+]
+
+#: The client ids of apps served in-process (HTTP): their pushes go to the listeners, never to MQTT.
+LOCAL_CLIENT_PREFIX: Final = "local~"
+
+#: Called with `(user_id, event)` for every push event meant for a user's apps; must not block.
+PushListener = Callable[[str, PushEvent], None]
 
 log = structlog.get_logger("broker.handler.push")
 
@@ -77,13 +94,24 @@ class Pusher:
         self.directory = directory
         self._stats = stats
         self._events = events
+        #: In-process receivers of every user's push events (the HTTP API's event log): add, never replace.
+        self.listeners: list[PushListener] = []
 
     def __repr__(self) -> str:
-        return f"Pusher({self.directory!r})"
+        return f"Pusher({self.directory!r}, listeners={len(self.listeners)})"
+
+    def _tell_listeners(self, user_ids: Iterable[str], event: PushEvent) -> None:
+        for user_id in user_ids:
+            for listener in list(self.listeners):
+                try:
+                    listener(user_id, event)
+                except Exception as exc:  # a listener's bug must not stop the MQTT push
+                    self._stats.push_failures += 1
+                    log.error("push.listener_failed", **describe_error(exc))
 
     async def push(self, client_ids: Iterable[str], kind: PushEventType, data: Mapping[str, Any]) -> int:
         """Send one event to each client; how many were handed to the broker."""
-        clients = list(dict.fromkeys(client_ids))
+        clients = [c for c in dict.fromkeys(client_ids) if not c.startswith(LOCAL_CLIENT_PREFIX)]
         if not clients:
             return 0
         payload = encode_json(PushEvent(type=kind, at=self._clock.now(), data=dict(data)).model_dump(mode="json"))
@@ -102,11 +130,17 @@ class Pusher:
     async def command_progress(self, command: CommandRecord) -> None:
         """Tell the app that asked for the command where it is now (and the event stream)."""
         self._events.publish(command_changed(command, self._clock.now()))
+        data = command_progress_data(command)
+        if self.listeners:
+            self._tell_listeners([command.user_id], PushEvent(type=PushEventType.COMMAND_PROGRESS,
+                                                              at=self._clock.now(), data=data))
         clients = await self.directory.clients_for_command(command)
-        await self.push(clients, PushEventType.COMMAND_PROGRESS, command_progress_data(command))
+        await self.push(clients, PushEventType.COMMAND_PROGRESS, data)
 
     async def to_users(self, user_ids: Iterable[str], kind: PushEventType, data: Mapping[str, Any]) -> None:
-        """Send one event to every client the users were seen on lately."""
+        """Send one event to every client the users were seen on lately (and to the listeners)."""
+        if self.listeners:
+            self._tell_listeners(dict.fromkeys(user_ids), PushEvent(type=kind, at=self._clock.now(), data=dict(data)))
         clients = [c for u in dict.fromkeys(user_ids) for c in await self.directory.clients_for_user(u)]
         await self.push(clients, kind, data)
 
