@@ -9,7 +9,9 @@ from pathlib import Path
 import click
 from pydantic import ValidationError
 
+from broker.cloud import ManifestError, read_manifest
 from broker.mosquitto import (
+    AclPolicy,
     MosquittoConfig,
     MosquittoFiles,
     hash_password,
@@ -18,6 +20,7 @@ from broker.mosquitto import (
     write_config,
     write_password_file,
 )
+from broker.nats import NatsClusterConfig, NatsNode, write_cluster_config
 from broker.pki import PKIError
 
 from .pki import pki_for_state
@@ -62,6 +65,14 @@ def _manifest_prefix(state_dir: Path) -> str:
 @click.option("--run-as", default=None, help="The user Mosquitto runs as when started as root (must read the keys).")
 @click.option("--log-file", type=click.Path(dir_okay=False, path_type=Path), help="Log to this file (default: stderr).")
 @click.option("--no-persistence", is_flag=True, help="Keep sessions and queued messages in memory only.")
+@click.option(
+    "--kind",
+    type=click.Choice(["mosquitto", "nats"]),
+    default="mosquitto",
+    show_default=True,
+    help="mosquitto: one broker; nats: an N-node NATS cluster (MQTT gateway + JetStream), docs/scale-out.md.",
+)
+@click.option("--nodes", default=3, show_default=True, type=click.IntRange(1, 32), help="nats: cluster size.")
 def config_command(
     out_dir: Path,
     state_dir: Path,
@@ -74,10 +85,16 @@ def config_command(
     run_as: str | None,
     log_file: Path | None,
     no_persistence: bool,
+    kind: str,
+    nodes: int,
 ) -> None:
-    """Write mosquitto.conf, the ACL files and the password file into --out (app logins already there are kept)."""
+    """Write mosquitto.conf, the ACL files and the password file into --out (app logins already there are kept);
+    with --kind nats, one configuration file per node of a NATS cluster."""
     fleet_pki = pki_for_state(state_dir)
     topic_prefix = prefix if prefix is not None else _manifest_prefix(state_dir)
+    if kind == "nats":
+        _nats_config(out_dir, state_dir, host=host, port=port, nodes=nodes, topic_prefix=topic_prefix)
+        return
     try:
         fleet_pki.ensure_cloud()
         fleet_pki.ensure_operator()
@@ -108,6 +125,30 @@ def config_command(
     if topic_prefix:
         click.echo(f"  topic prefix: {topic_prefix}")
     click.echo(f"run: mosquitto -c {files.config}")
+
+
+def _nats_config(out_dir: Path, state_dir: Path, *, host: str, port: int, nodes: int, topic_prefix: str) -> None:
+    """Node i listens for MQTT on --port + i, NATS clients on 4222 + i, routes on 6222 + i, monitoring on 8222 + i
+    (on one host; across hosts, edit the addresses or give each host its own --host)."""
+    fleet_pki = pki_for_state(state_dir)
+    try:
+        vins = [record.vin for record in read_manifest(state_dir / "vehicles.json").vehicles]
+    except ManifestError as exc:
+        raise click.ClickException(f"{exc} (provision the fleet first: tcu-sim fleet provision)") from None
+    if port + nodes - 1 > 65535:
+        raise click.ClickException(f"--port {port}: no room for {nodes} nodes")
+    cluster = [NatsNode(f"n{i}", client=4222 + i, cluster=6222 + i, mqtt=port + i, http=8222 + i) for i in range(nodes)]
+    try:
+        config = NatsClusterConfig.from_pki(fleet_pki, vins, nodes=cluster, host=host, policy=AclPolicy(topic_prefix))
+        paths = write_cluster_config(out_dir, config)
+    except PKIError as exc:
+        raise click.ClickException(f"{fleet_pki.directory}: {exc}") from None
+    except ValueError as exc:
+        raise click.ClickException(f"{out_dir}: {exc}") from None
+    click.echo(f"{out_dir}: a {nodes}-node NATS cluster for {len(vins)} cars (MQTT over mutual TLS, JetStream)")
+    for node, path in zip(cluster, paths, strict=True):
+        click.echo(f"  {node.name}: mqtts://{host}:{node.mqtt}  run: nats-server -c {path}")
+    click.echo(f"cars: tcu-sim fleet run --broker {','.join(f'mqtts://{host}:{n.mqtt}' for n in cluster)} ...")
 
 
 @broker.command("passwd")
