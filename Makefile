@@ -5,7 +5,7 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed-stamp
 FLEET  ?= fleet_configs/demo.yaml
 
-.PHONY: run test lint bench clean venv
+.PHONY: run test lint bench fuzz clean venv
 
 venv: $(STAMP)
 
@@ -28,6 +28,8 @@ lint: $(STAMP)
 	$(VENV)/bin/mypy
 	@# Test folders have no __init__.py and some have a conftest.py: mypy checks each folder on its own.
 	$(VENV)/bin/mypy tests/conftest.py
+	@# The fuzz targets import their seeds from tests/protocol/protocol_samples.py.
+	MYPYPATH=fuzz:tests/protocol $(VENV)/bin/mypy fuzz
 	@for dir in tests/*/; do \
 		if ls $$dir*.py >/dev/null 2>&1; then \
 			echo "mypy $$dir"; $(VENV)/bin/mypy "$$dir" || exit 1; \
@@ -36,6 +38,22 @@ lint: $(STAMP)
 
 bench: $(STAMP)
 	$(PY) -m tcu_sim.bench
+
+# Coverage-guided fuzzing (atheris) of the decoders, one target after the other: FUZZ_RUNS executions each, or
+# FUZZ_SECONDS each when set. Fails on the first crash; its input is saved as .fuzz/<target>-crash-<sha1>.
+FUZZ_RUNS    ?= 1000000
+FUZZ_SECONDS ?=
+FUZZ_TARGETS ?= json envelope app_request control fleet
+FUZZ_LIMIT   := $(if $(FUZZ_SECONDS),-max_total_time=$(FUZZ_SECONDS),-runs=$(FUZZ_RUNS))
+
+fuzz: $(STAMP)
+	@mkdir -p .fuzz
+	@for target in $(FUZZ_TARGETS); do \
+		echo "fuzz $$target: $(FUZZ_LIMIT) (log: .fuzz/$$target.log)"; \
+		$(PY) fuzz/fuzz_$$target.py $(FUZZ_LIMIT) -print_final_stats=1 -artifact_prefix=.fuzz/$$target- \
+			>.fuzz/$$target.log 2>&1 || { tail -n 60 .fuzz/$$target.log; echo "fuzz $$target: CRASH"; exit 1; }; \
+		grep -E "DONE|^Done|^stat::(number_of_executed_units|average_exec_per_sec)" .fuzz/$$target.log; \
+	done
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache .mypy_cache .ruff_cache .tcu-sim
