@@ -2,8 +2,9 @@
 cloud → app push, with the cloud as its own process (`tcu-sim cloud run`) and the fleet as another.
 
 Set-up goes through the same app API a person uses: each bench app user registers, reads the verification
-mail from the simulated mailbox, logs in, adds one car of the running fleet, and the car is enrolled by a
-two-key verification done at the car (a simulator control published as the operator). Then `lock` / `unlock`
+mail from the simulated mailbox, logs in, adds one car of the running fleet, and the car is enrolled by the
+in-car step done at the car (a simulator control published as the operator) — the steps of `tcu_sim.onboard`,
+eight users at a time. Then `lock` / `unlock`
 commands (both need the S-PIN) go out at a fixed rate, cycling over the users so that no user exceeds the
 cloud's per-user command rate limit; a command's time runs from the app's request until the app receives the
 `succeeded` push event.
@@ -14,7 +15,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import random
-import re
 import time
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
@@ -27,13 +27,13 @@ from tcu_sim.app import AppClient, AppProtocolError, CommandInfo
 from tcu_sim.bench._commands import RoundTrips
 from tcu_sim.bench._procs import ChildProcess, tcu_sim_command
 from tcu_sim.fleet import StateDir
-from tcu_sim.protocol import CommandState, PushEventType, Topics, encode_json
+from tcu_sim.onboard import enrol, sign_up, wait_enrolled
+from tcu_sim.protocol import CommandState, ControlMessage, PushEventType, Topics, encode_json
 
 __all__ = ["AppRig", "CloudProcess", "app_round_trips", "bench_app_users", "connected_apps", "enrol_users"]
 
 SPIN = "4711"
 PASSWORD = "bench-password-2026"  # noqa: S105  # a throw-away account of the bench's own test cloud
-_VERIFY = re.compile(r"verify\?code=([A-Za-z0-9_-]+)")
 
 
 def bench_app_users(count: int) -> list[str]:
@@ -121,31 +121,20 @@ async def enrol_users(
     ) as operator:
         gate = asyncio.Semaphore(8)
 
-        async def one(index: int, app: AppClient, vin: str) -> None:
-            email = f"{app.client_id}@bench.tcu-sim.test"
+        async def at_the_car(vin: str, message: ControlMessage) -> None:
+            # The in-car step, done by a person at the car: the operator publishes the simulator control.
+            await operator.publish(topics.control(vin), encode_json(message.model_dump(mode="json")), qos=1)
+
+        async def one(app: AppClient, vin: str) -> None:
             async with gate:
-                await app.register(email, PASSWORD, SPIN)
-                await app.login(email, PASSWORD)
-                mails = await app.mailbox()
-                codes = [m.group(1) for mail in mails if (m := _VERIFY.search(mail.body))]
-                if not codes:
-                    raise RuntimeError(f"{email}: no verification mail")
-                await app.verify_email(codes[-1])
-                added = await app.add_vehicle(vin)
-                if added.method != "tkov":
-                    raise RuntimeError(f"{vin}: enrols by {added.method}, the bench needs tkov")
-            # The two-key verification, done by a person at the car (the operator publishes the action).
-            control = encode_json({"action": "tkov", "params": {}})
-            await operator.publish(topics.control(vin), control, qos=1)
-            async with asyncio.timeout(timeout):
-                while True:
-                    event = await app.next_event(timeout)
-                    if event.type == PushEventType.VEHICLE_CHANGED and event.data.get("event") == "enrolled":
-                        return
+                await sign_up(app, f"{app.client_id}@bench.tcu-sim.test", PASSWORD, SPIN)
+                await enrol(app, vin, at_the_car)
+            if await wait_enrolled(app, {vin}, timeout):
+                raise TimeoutError(f"{vin}: the cloud did not confirm the enrolment within {timeout:g} s")
 
         async with asyncio.TaskGroup() as tg:
-            for index, (app, vin) in enumerate(zip(apps, vins, strict=True)):
-                tg.create_task(one(index, app, vin), name=f"bench.enrol[{vin}]")
+            for app, vin in zip(apps, vins, strict=True):
+                tg.create_task(one(app, vin), name=f"bench.enrol[{vin}]")
     return AppRig(list(apps), list(vins), setup_s=time.monotonic() - started)
 
 

@@ -25,7 +25,6 @@ import contextlib
 import hashlib
 import math
 import random
-import re
 import time
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
@@ -35,7 +34,10 @@ from typing import Any
 
 import structlog
 
+from broker.cloud import CloudServices, PasswordHasher, ServerSecret, load_manifest
+from broker.handler import CloudHandler, HandlerConfig
 from broker.mosquitto import MosquittoBroker
+from broker.registry import Registry
 from broker.runtime import BrokerLogin, CloudKeys, cloud_handler, open_services
 from tcu_sim.app import (
     AppClient,
@@ -61,7 +63,8 @@ from tcu_sim.fleet import (
     provision,
     select_cars,
 )
-from tcu_sim.protocol import Topics
+from tcu_sim.onboard import in_car_step, plan_users, verification_code
+from tcu_sim.protocol import ControlAction, Topics
 from tcu_sim.transport import Backoff, TcuSession
 
 from ._expect import Expectation, ExpectKind
@@ -72,9 +75,6 @@ from ._scenario import Scenario, ScenarioStepPlan
 __all__ = ["ScenarioOptions", "ScenarioRunner"]
 
 log = structlog.get_logger("tcu_sim.scenario")
-
-_VERIFY_CODE = re.compile(r"verify\?code=([A-Za-z0-9_-]+)")
-
 
 @dataclass(frozen=True, slots=True)
 class ScenarioOptions:
@@ -175,9 +175,14 @@ class ScenarioRunner:
         self._app_logins: dict[str, tuple[str, str]] = {}
         self._wiretaps: dict[str, list[bytes]] = {}
         self._observer: CloudObserver | None = None
-        self._handler: Any = None
-        self._services: Any = None
+        self._handler: CloudHandler | None = None
+        self._services: CloudServices | None = None
         self._commands: dict[str, str] = {}
+
+    @property
+    def _registry(self) -> Registry:
+        assert self._services is not None  # opened first in `_run`
+        return self._services.registry
 
     def __repr__(self) -> str:
         return f"ScenarioRunner({self.scenario.name!r}, broker={self.broker!r}, clock={self.clock!r})"
@@ -197,9 +202,6 @@ class ScenarioRunner:
         return report
 
     async def _run(self, report: ScenarioReport) -> None:
-        from broker.cloud import PasswordHasher, ServerSecret, load_manifest
-        from broker.handler import HandlerConfig
-
         config, options, clock, broker = self.scenario.config, self.options, self.clock, self.broker
         self.workdir.mkdir(parents=True, exist_ok=True)
         state = StateDir(self.workdir / "state")
@@ -320,36 +322,38 @@ class ScenarioRunner:
             await self._next_tick()
 
     # --- set-up ---------------------------------------------------------------------------------------------
-    async def _seed_users(self, services: Any) -> None:
-        """Register, verify and enrol the file's users through the cloud's own services (no app round trips)."""
+    async def _seed_users(self, services: CloudServices) -> None:
+        """Register, verify and enrol the file's users (`tcu_sim.onboard`'s plan and steps) through the cloud's own
+        services: this runs before the handler starts and before any car is online, so there is no app to ask
+        and no car to do the in-car step at; the cloud completes that step as if the car had reported it."""
         config = self.scenario.config
+        plan = plan_users(config, self.specs)
         tokens: dict[str, str] = {}
         for user in config.users:
             password, spin = user.password.get_secret_value(), user.spin.get_secret_value()
             await services.accounts.register(user.email, password, spin)
             if user.verified:
                 mails = await services.accounts.mailbox_for(user.email)
-                codes = [m for mail in mails if (m := _VERIFY_CODE.search(mail.body))]
-                if codes:
-                    await services.accounts.verify_email(codes[-1].group(1))
-            tokens[user.email.lower()] = (await services.accounts.login(user.email, password)).token
-        primary_of: dict[str, str] = {}
+                code = verification_code(mail.body for mail in mails)
+                if code is not None:
+                    await services.accounts.verify_email(code)
+            tokens[user.email] = (await services.accounts.login(user.email, password)).token
         for user in config.users:
             if user.role is not UserRole.PRIMARY or not user.verified:
                 continue
-            token = tokens[user.email.lower()]
-            for spec in select_cars(self.specs, user.vehicles):
-                added = await services.garage.add_vehicle(token, spec.vin, True)
-                if added.pairing_code is not None:
-                    await services.garage.complete_by_pairing_code(spec.vin, added.pairing_code)
+            for vin in plan.wanted[user.email]:
+                added = await services.garage.add_vehicle(tokens[user.email], vin, True)
+                step = in_car_step(vin, added.method, added.pairing_code)
+                if step.action is ControlAction.ENTER_PAIRING_CODE:
+                    await services.garage.complete_by_pairing_code(vin, added.pairing_code or "")
                 else:
-                    await services.garage.complete_by_tkov(spec.vin, user.email)
-                primary_of[spec.vin] = token
+                    await services.garage.complete_by_tkov(vin, user.email)
         for user in config.users:
             if user.role is not UserRole.SECONDARY:
                 continue
-            for spec in select_cars(self.specs, user.vehicles):
-                await services.garage.invite_secondary(primary_of[spec.vin], spec.vin, user.email)
+            for vin in plan.wanted[user.email]:
+                primary = plan.primary_of[vin]
+                await services.garage.invite_secondary(tokens[primary.email], vin, user.email)
 
     async def _wait_online(self) -> None:
         assert self.fleet is not None
@@ -525,7 +529,6 @@ class ScenarioRunner:
         self, vin: str, kind: AttackKind, other: str | None, attacker: Attacker, state: StateDir
     ) -> _AttackOutcome:
         assert self._observer is not None
-        assert self._services is not None
         captured = await attacker.latest_status(vin, timeout=self.options.step_timeout_s)
         claims = token_claims(captured)
         forge = StatusForge(self.clock)
@@ -541,7 +544,7 @@ class ScenarioRunner:
             if other is None:
                 return _AttackOutcome(vin, kind, None, True, "no other car whose key could be used")
             token = forge.other_car_key(vin, state.load_car_key(other), body, seq).encode()
-        registry = self._services.registry
+        registry = self._registry
         before = await registry.get_vehicle_state(vin)
         self._observer.by_payload.pop(token, None)  # a replay is the same bytes as the original
         await attacker.inject_status(vin, token)
@@ -599,7 +602,7 @@ class ScenarioRunner:
         assert self.fleet is not None
         assert self.faults is not None
         assert self._observer is not None
-        registry = self._services.registry
+        registry = self._registry
         problems: list[str] = []
         for spec in self._cars_of(plan, expectation):
             session = self.fleet.sessions[spec.vin]
@@ -616,7 +619,7 @@ class ScenarioRunner:
         return marks[index][1] if index >= 0 else 0
 
     async def _car_problem(
-        self, kind: ExpectKind, want: Any, vin: str, session: TcuSession, registry: Any, since: float | None = None
+        self, kind: ExpectKind, want: Any, vin: str, session: TcuSession, registry: Registry, since: float | None = None
     ) -> str:
         assert self.faults is not None
         assert self._observer is not None
@@ -690,7 +693,7 @@ class ScenarioRunner:
                 if outcome.command_id is None:
                     problems.append(f"{outcome.vin}: no command ({outcome.describe()})")
                     continue
-                record = await self._services.registry.get_command(outcome.command_id)
+                record = await self._registry.get_command(outcome.command_id)
                 state = record.state if record is not None else None
                 reason = record.reason if record is not None else None
                 if state != want or ("reason" in details and reason != details["reason"]):
@@ -737,7 +740,7 @@ class ScenarioRunner:
             return None
         commands = {}
         for command_id in self._commands:
-            record = await self._services.registry.get_command(command_id)
+            record = await self._registry.get_command(command_id)
             commands[command_id] = record.state.value if record is not None else "?"
         return CloudSummary(self._handler.stats.as_dict(), commands)
 

@@ -13,12 +13,13 @@ The live view of `tcu-sim up` renders `stack.snapshot()` (see `_view`).
 
 from __future__ import annotations
 
+from tcu_sim.onboard import EnrolmentOutcome, UserCar
+
 from ._broker import EMBEDDED_LIMITS, AppEndpoint, BrokerInfo, BrokerKind
 from ._config import DEFAULT_APP_PORT, DEFAULT_DEVICE_PORT, BrokerChoice, StackConfig
 from ._errors import BrokerStartError, EnrolmentError, FleetStartError, StackError
 from ._stack import STACK_APP, TERMINAL_APP, CarRow, LocalStack, StackEvent, StackSnapshot, StackTimings
 from ._trace import CommandLog, CommandStep, CommandTrace
-from ._users import EnrolmentOutcome, UserCar
 from ._view import LiveView, LoginHelp, PlainView, login_instructions, render, summary_line
 
 __all__ = [

@@ -7,8 +7,8 @@
 
 Start order, each step waited for with a timeout: provision keys and certificates (kept in the state directory),
 the broker (`_broker`), the cloud (`_cloud`), the fleet (`FleetRunner`; every car online — P5 counts from the
-broker being ready), the users (`_users`). Exit stops fleet, cloud and broker, in that order, and keeps the state
-directory for the next run.
+broker being ready), the users (`tcu_sim.onboard`). Exit stops fleet, cloud and broker, in that order, and keeps
+the state directory for the next run.
 
 Cloud and fleet publish into one event stream, `events` (`tcu_sim.events`). The stack owns one task group: its
 own `stack.events` task (reads the stream: every command step into the `CommandLog`, and changes — a car going
@@ -56,14 +56,14 @@ from tcu_sim.fleet import (
     provision,
     raise_open_files_limit,
 )
+from tcu_sim.onboard import EnrolmentOutcome, OnboardingError, UserCar, set_up_users
 from tcu_sim.protocol import AuxState, CommandState, Topics
 from tcu_sim.stack._broker import BrokerInfo, open_broker
 from tcu_sim.stack._cloud import stack_cloud
 from tcu_sim.stack._config import StackConfig
-from tcu_sim.stack._errors import FleetStartError, StackError
+from tcu_sim.stack._errors import EnrolmentError, FleetStartError, StackError
 from tcu_sim.stack._files import load_app_logins, write_app_session
 from tcu_sim.stack._trace import CommandLog
-from tcu_sim.stack._users import EnrolmentOutcome, UserCar, set_up_users
 from tcu_sim.transport import TcuSession
 
 __all__ = ["STACK_APP", "TERMINAL_APP", "CarRow", "LocalStack", "StackEvent", "StackSnapshot", "StackTimings"]
@@ -302,10 +302,13 @@ class LocalStack:
         t_users = time.monotonic()
         stack_app = broker.app(STACK_APP)
         if cfg.enrol_users and stack_app is not None:
-            self.users = await set_up_users(
-                self.fleet_config, self.cars, runner.sessions, lambda: self.app_client(STACK_APP),
-                timeout=cfg.start_timeout_s,
-            )
+            try:
+                self.users = await set_up_users(
+                    self.fleet_config, self.cars, runner.sessions, lambda: self.app_client(STACK_APP),
+                    timeout=cfg.start_timeout_s,
+                )
+            except OnboardingError as exc:
+                raise EnrolmentError(str(exc)) from None
         self.timings.users_s = time.monotonic() - t_users
         terminal = broker.app(TERMINAL_APP)
         if terminal is not None:

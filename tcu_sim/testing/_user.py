@@ -12,20 +12,20 @@ Everything goes through the real app API over MQTT (`user.app` is the `AppClient
 from __future__ import annotations
 
 import contextlib
-import re
 from collections.abc import Mapping
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Final, Self
 
-from tcu_sim.protocol import CommandOp, CommandState
+from broker.cloud import SPIN_OPS
+from broker.registry import CommandRecord, EnrolmentState
+from tcu_sim.app import AppClient, AppConnectionError
+from tcu_sim.onboard import NoVerificationMail, UnknownEnrolmentMethod, enrol, sign_up
+from tcu_sim.protocol import CommandOp, CommandState, ControlMessage, Topics
 
+from ._brokers import AppLogin, SimBroker
 from ._errors import CarControlRefused, CommandFailed, HarnessSetupError
 
 if TYPE_CHECKING:
-    from broker.registry import CommandRecord
-    from tcu_sim.app import AppClient
-
-    from ._brokers import AppLogin, SimBroker
     from ._cloud import SimCloud
     from ._fleet import SimCar
 
@@ -33,7 +33,6 @@ __all__ = ["DEFAULT_PASSWORD", "DEFAULT_SPIN", "SimUser"]
 
 DEFAULT_PASSWORD: Final = "correct horse battery staple"  # noqa: S105  # a test credential, not a secret
 DEFAULT_SPIN: Final = "4711"  # a test S-PIN (not trivial by R2)
-_VERIFY_LINK = re.compile(r"verify\?code=([A-Za-z0-9_-]+)")
 
 
 class _Own:
@@ -100,8 +99,6 @@ class SimUser:
 
     async def reconnect(self) -> None:
         """Connect the app again, keeping its session token (after the broker was restarted, for instance)."""
-        from tcu_sim.app import AppConnectionError
-
         assert self._login is not None  # entered
         old, self._app = self._app, None
         token = old.token if old is not None else None
@@ -117,9 +114,6 @@ class SimUser:
         return self._client(await self.broker.new_app_login(), token=None)
 
     def _client(self, login: AppLogin, *, token: str | None) -> AppClient:
-        from tcu_sim.app import AppClient
-        from tcu_sim.protocol import Topics
-
         return AppClient(
             self.broker.app_host,
             self.broker.app_port,
@@ -137,19 +131,13 @@ class SimUser:
         """Register (R1); with `verify`, log in and follow the link of the verification mail from the simulated
         mailbox; with `login`, stay logged in."""
         app = self.app
-        await app.register(self.email, self.password, self.spin)
         if not (login or verify):
+            await app.register(self.email, self.password, self.spin)
             return
-        await app.login(self.email, self.password)
-        if verify:
-            mails = await app.mailbox()
-            for mail in reversed(mails):
-                found = _VERIFY_LINK.search(mail.body)
-                if found:
-                    await app.verify_email(found.group(1))
-                    break
-            else:
-                raise HarnessSetupError(f"{self.email}: no verification mail among {[m.subject for m in mails]}")
+        try:
+            await sign_up(app, self.email, self.password, self.spin, verify=verify)
+        except NoVerificationMail as exc:
+            raise HarnessSetupError(str(exc)) from None
         if not login:
             await app.logout()
 
@@ -164,16 +152,15 @@ class SimUser:
     async def enrol(self, car: SimCar, *, timeout: float | None = None) -> None:
         """Add the car in the app and complete the in-car step its model needs (two-key verification or the
         pairing code in the infotainment, R5); return once the cloud has made this user its primary user."""
-        from broker.registry import EnrolmentState
-
         wait = self.timeout if timeout is None else timeout
-        added = await self.app.add_vehicle(car.vin)
-        if added.method == "tkov":
-            car.control("tkov")
-        elif added.method == "pairing_code" and added.pairing_code is not None:
-            car.control("enter_pairing_code", code=added.pairing_code)
-        else:
-            raise CarControlRefused(f"{car.vin}: the cloud answered add_vehicle with method {added.method!r}")
+
+        async def at_the_car(vin: str, message: ControlMessage) -> None:
+            car.control(message.action, **message.params)
+
+        try:
+            added = await enrol(self.app, car.vin, at_the_car)
+        except UnknownEnrolmentMethod as exc:
+            raise CarControlRefused(str(exc)) from None
         user_id = await self.user_id()
 
         async def active() -> bool | None:
@@ -203,8 +190,6 @@ class SimUser:
         vin = car if isinstance(car, str) else car.vin
         command_op = _op(op)
         if isinstance(spin, _Own):
-            from broker.cloud import SPIN_OPS
-
             spin = self.spin if command_op in SPIN_OPS else None
         return await self.app.command(vin, command_op, params, spin=spin)
 

@@ -11,9 +11,9 @@ import pytest
 from stack_kit import WAIT, demo, demo_user, local_stack
 
 from tcu_sim.fleet import UserRole, expand_fleet, select_cars
+from tcu_sim.onboard import set_up_users
 from tcu_sim.protocol import CommandState
 from tcu_sim.stack import BrokerKind, EnrolmentOutcome, StackConfig, StackError
-from tcu_sim.stack._users import set_up_users
 from tcu_sim.testing.plugin import require_mosquitto
 
 

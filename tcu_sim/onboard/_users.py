@@ -13,24 +13,21 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 
 import structlog
 
-from tcu_sim.app import AppClient, AppRequestError, AppTimeout, Unauthenticated
+from tcu_sim.app import AppClient, AppRequestError
 from tcu_sim.fleet import CarSpec, FleetConfig, FleetError, UserConfig, UserRole, select_cars
-from tcu_sim.protocol import ControlAction, ControlMessage, PushEventType, encode_json
-from tcu_sim.stack._errors import EnrolmentError
 from tcu_sim.transport import TcuSession
 
-__all__ = ["EnrolmentOutcome", "UserCar", "set_up_users"]
+from ._steps import OnboardingError, enrol, log_in_or_sign_up, session_control, verify_from_mailbox, wait_enrolled
 
-log = structlog.get_logger("tcu_sim.stack.users")
+__all__ = ["EnrolmentOutcome", "UserCar", "UserPlan", "plan_users", "set_up_users"]
 
-_VERIFY_CODE = re.compile(r"verify\?code=([A-Za-z0-9_-]+)")
+log = structlog.get_logger("tcu_sim.onboard")
 
 
 class EnrolmentOutcome(StrEnum):
@@ -53,12 +50,26 @@ class UserCar:
     detail: str = ""
 
 
-def _wanted(config: FleetConfig, cars: Sequence[CarSpec]) -> dict[str, list[str]]:
-    """VINs per user e-mail, as the fleet file asks."""
+@dataclass(frozen=True, slots=True)
+class UserPlan:
+    """Who gets which car: the VINs per user e-mail, and each car's primary user (the first the file names)."""
+
+    wanted: dict[str, list[str]]
+    primary_of: dict[str, UserConfig]
+
+
+def plan_users(config: FleetConfig, cars: Sequence[CarSpec]) -> UserPlan:
+    """The fleet file's users and their cars among `cars`."""
     try:
-        return {user.email: [car.vin for car in select_cars(cars, user.vehicles)] for user in config.users}
+        wanted = {user.email: [car.vin for car in select_cars(cars, user.vehicles)] for user in config.users}
     except FleetError as exc:
-        raise EnrolmentError(f"users: {exc}") from None
+        raise OnboardingError(f"users: {exc}") from None
+    primary_of: dict[str, UserConfig] = {}
+    for user in config.users:
+        if user.role is UserRole.PRIMARY:
+            for vin in wanted[user.email]:
+                primary_of.setdefault(vin, user)
+    return UserPlan(wanted, primary_of)
 
 
 class _Accounts:
@@ -79,28 +90,17 @@ class _Accounts:
         self.app.token = token
 
     async def _log_in(self, user: UserConfig) -> None:
-        app, password = self.app, user.password.get_secret_value()
-        try:
-            info = await app.login(user.email, password)
-        except Unauthenticated:
-            # Unknown here (or a changed password): register. The cloud answers the same either way (R1).
-            await app.register(user.email, password, user.spin.get_secret_value())
-            try:
-                info = await app.login(user.email, password)
-            except Unauthenticated:
-                raise EnrolmentError(
-                    f"{user.email}: cannot log in with the fleet file's password (was it changed in the app?)"
-                ) from None
+        info, registered = await log_in_or_sign_up(
+            self.app, user.email, user.password.get_secret_value(), user.spin.get_secret_value(), verify=False
+        )
+        if registered:
             log.info("user.registered", email=user.email)
         if user.verified and not info.verified:
-            for mail in reversed(await app.mailbox()):
-                match = _VERIFY_CODE.search(mail.body)
-                if match:
-                    await app.verify_email(match.group(1))
-                    log.info("user.verified", email=user.email)
-                    break
-            else:
-                raise EnrolmentError(f"{user.email}: no verification mail in the mailbox")
+            await self._verify(user)
+
+    async def _verify(self, user: UserConfig) -> None:
+        await verify_from_mailbox(self.app, user.email)
+        log.info("user.verified", email=user.email)
 
     async def log_out_all(self) -> None:
         """End every session this set-up opened."""
@@ -109,25 +109,6 @@ class _Accounts:
             with contextlib.suppress(AppRequestError):
                 await self.app.logout()
         self._tokens.clear()
-
-
-def _control(session: TcuSession, action: ControlAction, **params: object) -> None:
-    """What a person does in the car, handed to its TCU as the simulator control would be."""
-    message = ControlMessage(action=action, params=dict(params))
-    session.handle_control(encode_json(message.model_dump(mode="json")))
-
-
-async def _wait_enrolled(app: AppClient, vins: set[str], timeout: float) -> set[str]:
-    """Wait for the cloud's `vehicle_changed`/`enrolled` push for every car in `vins`; the cars it did not confirm
-    within `timeout` seconds (the cloud refused the in-car step, or the car's event never reached it)."""
-    waiting = set(vins)
-    with contextlib.suppress(TimeoutError, AppTimeout):
-        async with asyncio.timeout(timeout):
-            while waiting:
-                event = await app.next_event(timeout=timeout)
-                if event.type is PushEventType.VEHICLE_CHANGED and event.data.get("event") == "enrolled":
-                    waiting.discard(str(event.data.get("vin")))
-    return waiting
 
 
 async def _enrol_primary(
@@ -144,8 +125,9 @@ async def _enrol_primary(
             out.append(UserCar(user.email, vin, UserRole.PRIMARY, EnrolmentOutcome.SKIPPED, "car not in this run"))
         else:
             todo.append(vin)
-    # Ask for every car at once (the requests are independent; the cloud answers them in order).
-    answers = await asyncio.gather(*(app.add_vehicle(vin, accept_terms=True) for vin in todo), return_exceptions=True)
+    # Every car at once (the requests are independent; the cloud answers them in order).
+    control = session_control(sessions)
+    answers = await asyncio.gather(*(enrol(app, vin, control) for vin in todo), return_exceptions=True)
     waiting: set[str] = set()
     for vin, added in zip(todo, answers, strict=True):
         if isinstance(added, AppRequestError):
@@ -153,14 +135,10 @@ async def _enrol_primary(
             continue
         if isinstance(added, BaseException):
             raise added
-        if added.method == "pairing_code" and added.pairing_code is not None:
-            _control(sessions[vin], ControlAction.ENTER_PAIRING_CODE, code=added.pairing_code)
-        else:
-            _control(sessions[vin], ControlAction.TKOV)
         waiting.add(vin)
         out.append(UserCar(user.email, vin, UserRole.PRIMARY, EnrolmentOutcome.ENROLLED, added.method))
     if waiting:
-        missing = await _wait_enrolled(app, waiting, timeout)
+        missing = await wait_enrolled(app, waiting, timeout)
         if missing:
             log.warning("user.enrolment_unconfirmed", email=user.email, vins=sorted(missing))
             why = f"the cloud did not confirm the in-car step within {timeout:g} s"
@@ -212,17 +190,12 @@ async def set_up_users(
 ) -> list[UserCar]:
     """Create the fleet file's users and enrol their cars (see the module docstring); what was done per car.
 
-    `app_client()` makes a fresh, unconnected `AppClient` (one connection serves every user in turn).
-    Raises EnrolmentError when a user cannot be set up at all.
+    `app_client()` makes a fresh, unconnected `AppClient` (one connection serves every user in turn); the
+    in-car step goes to the car's session in `sessions`. Raises OnboardingError when a user cannot be set up.
     """
     if not config.users:
         return []
-    wanted = _wanted(config, cars)
-    primary_of: dict[str, UserConfig] = {}
-    for user in config.users:
-        if user.role is UserRole.PRIMARY:
-            for vin in wanted[user.email]:
-                primary_of.setdefault(vin, user)
+    plan = plan_users(config, cars)
     out: list[UserCar] = []
     async with app_client() as app:
         accounts = _Accounts(app)
@@ -231,10 +204,10 @@ async def set_up_users(
         for user in config.users:
             if user.role is UserRole.PRIMARY and user.verified:
                 await accounts.act_as(user)
-                out += await _enrol_primary(app, user, wanted[user.email], sessions, timeout)
+                out += await _enrol_primary(app, user, plan.wanted[user.email], sessions, timeout)
         for user in config.users:
             if user.role is UserRole.SECONDARY:
-                out += await _secondary(accounts, user, wanted[user.email], primary_of)
+                out += await _secondary(accounts, user, plan.wanted[user.email], plan.primary_of)
         await accounts.log_out_all()
     for car in out:
         log.info("user.car", email=car.email, vin=car.vin, role=car.role.value, outcome=car.outcome.value,
