@@ -26,6 +26,8 @@ from typing import Any, TypeVar
 import click
 
 from tcu_sim.cli._broker_url import BrokerUrl, parse_broker_url, tls_context
+from tcu_sim.cli._metrics import metrics_option, serve_metrics
+from tcu_sim.events import EventStream
 
 __all__ = ["cloud", "load_server_secret", "vehicle_records"]
 
@@ -144,8 +146,10 @@ def _when(ts: float) -> str:
               help="Worker processes verifying car statuses beside the event loop (0: on the loop).")
 @click.option("--session-expiry", type=click.IntRange(min=0), default=3600, show_default=True,
               help="Seconds the broker keeps the cloud's session (and queues its messages) while it is away.")
+@metrics_option
 def run_command(
     broker_url: str,
+    metrics_port: int | None,
     db_url: str | None,
     state_dir: Path,
     ca: Path | None,
@@ -206,7 +210,11 @@ def run_command(
     clock = SystemClock(scale=time_scale)
 
     async def main() -> None:
-        async with open_cloud(site, clock=clock, keys=keys, vehicles=vehicles) as handler:
+        events = EventStream("cloud")  # one stream, subscribed by the metrics before the cloud starts
+        async with (
+            serve_metrics(metrics_port, events, cloud=lambda: handler.stats),
+            open_cloud(site, clock=clock, keys=keys, vehicles=vehicles, events=events) as handler,
+        ):
             click.echo(f"cloud: {len(vehicles)} cars, registry {db.split('@')[-1]}, broker {broker}", err=True)
             try:
                 await handler.wait_ready(config.connect_timeout_s * 3)

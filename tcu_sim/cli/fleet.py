@@ -9,6 +9,7 @@ from typing import Any
 
 import click
 
+from tcu_sim.cli._metrics import metrics_option, serve_metrics
 from tcu_sim.clock import SystemClock
 from tcu_sim.fleet import (
     FleetConfig,
@@ -153,6 +154,7 @@ def provision_command(file: Path, state_dir: Path, no_pki: bool) -> None:
               help="TLS handshakes at once (bounds the connect rate of a start or a reconnect storm).")
 @click.option("--report-every", type=click.FloatRange(min=0), default=10.0, show_default=True,
               help="Seconds between progress lines (0: none).")
+@metrics_option
 def run_command(
     file: Path,
     broker_url: str,
@@ -161,6 +163,7 @@ def run_command(
     time_scale: float,
     max_handshakes: int,
     report_every: float,
+    metrics_port: int | None,
 ) -> None:
     """Bring up every car of FILE (or of its --shard) against --broker, until Ctrl-C."""
     import asyncio
@@ -197,7 +200,7 @@ def run_command(
             # The fleet file's connectivity profiles, no-signal zones and fault timeline, and live `fault` controls.
             faults=FleetFaults.from_config(config, run_timeline=True),
         )
-        async with runner:
+        async with serve_metrics(metrics_port, runner.events, fleet=lambda: runner.sessions), runner:
             elapsed = await runner.wait_all_online(timeout=max(60.0, len(cars) / 50))
             click.echo(f"fleet {config.name!r}: {len(cars)} cars online after {elapsed:.2f} s", err=True)
             while True:

@@ -25,6 +25,7 @@ from typing import Any, TextIO
 import click
 import structlog
 
+from tcu_sim.cli._metrics import metrics_option, serve_metrics
 from tcu_sim.fleet import FleetConfig, UserRole
 from tcu_sim.logging import configure_logging, redact_secrets
 from tcu_sim.stack import (
@@ -124,6 +125,7 @@ def _root_log_level() -> str:
 @click.option("--duration", type=click.FloatRange(min=0), default=None,
               help="Stop after this many seconds (a smoke test); default: run until Ctrl-C.")
 @click.option("--no-users", is_flag=True, help="Do not create the fleet file's users or enrol their cars.")
+@metrics_option
 def up(
     fleet_file: Path | None,
     broker_url: str | None,
@@ -135,6 +137,7 @@ def up(
     time_scale: float,
     duration: float | None,
     no_users: bool,
+    metrics_port: int | None,
 ) -> None:
     """Start broker, cloud and the fleet of FLEET_FILE (default fleet_configs/demo.yaml), set up its users, and
     show the fleet live until Ctrl-C. State is kept in .tcu-sim/<fleet name> for the next run."""
@@ -165,21 +168,26 @@ def up(
     _say(out, f"tcu-sim up: fleet {fleet.name!r} ({fleet.car_count} cars) from {_shown(fleet_file)}, "
               f"state {_shown(state)}, log {_shown(log_path)}")
     with _log_to_file(log_path, _root_log_level()):
-        _run_until_signal(_main(fleet, config, view=view, duration=duration, out=out))
+        _run_until_signal(_main(fleet, config, view=view, duration=duration, metrics_port=metrics_port, out=out))
 
 
 def _say(out: TextIO, line: str = "") -> None:
     print(line, file=out, flush=True)
 
 
-async def _main(fleet: FleetConfig, config: StackConfig, *, view: bool, duration: float | None, out: TextIO) -> None:
+async def _main(
+    fleet: FleetConfig, config: StackConfig, *, view: bool, duration: float | None, out: TextIO,
+    metrics_port: int | None = None,
+) -> None:
     from rich.console import Console
 
     _say(out, "starting broker, cloud and fleet …")
     stack = LocalStack(fleet, config)
     started = False
     try:
-        async with stack:
+        metrics = serve_metrics(metrics_port, stack.events, cloud=lambda: stack.cloud.stats,
+                                fleet=lambda: stack.fleet.sessions)
+        async with metrics, stack:
             started = True
             try:
                 hint = _report(stack, fleet, config, out)
