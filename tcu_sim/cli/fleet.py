@@ -139,7 +139,13 @@ def provision_command(file: Path, state_dir: Path, no_pki: bool) -> None:
 
 @fleet.command("run")
 @click.argument("file", type=_FLEET_FILE)
-@click.option("--broker", "broker_url", required=True, help="mqtts://host:port (mTLS with the fleet PKI) or mqtt://.")
+@click.option(
+    "--broker",
+    "broker_url",
+    default=None,
+    help="mqtts://host:port (mTLS with the fleet PKI) or mqtt://; several, comma-separated, for the nodes of a "
+    "cluster (a car fails over to the next). Default: the fleet file's `brokers`.",
+)
 @click.option(
     "--state",
     "state_dir",
@@ -157,7 +163,7 @@ def provision_command(file: Path, state_dir: Path, no_pki: bool) -> None:
 @metrics_option
 def run_command(
     file: Path,
-    broker_url: str,
+    broker_url: str | None,
     state_dir: Path | None,
     shard: Shard | None,
     time_scale: float,
@@ -169,13 +175,16 @@ def run_command(
     import asyncio
 
     from tcu_sim.faults import FleetFaults
-    from tcu_sim.fleet import FleetRunner, parse_broker_url, select_shard
+    from tcu_sim.fleet import FleetRunner, parse_broker_urls, select_shard
 
     config = load_fleet_or_fail(file)
+    if broker_url is None and not config.brokers:
+        raise click.UsageError("no broker: give --broker URL[,URL...] or `brokers:` in the fleet file")
     try:
-        broker = parse_broker_url(broker_url)
+        brokers = parse_broker_urls(broker_url if broker_url is not None else ",".join(config.brokers))
     except ValueError as exc:
         raise click.ClickException(str(exc)) from None
+    broker = brokers[0]
     state = Path(state_dir) if state_dir is not None else Path(".tcu-sim") / config.name
     clock = SystemClock(scale=time_scale)
     cars = expand_fleet(config)
@@ -193,7 +202,7 @@ def run_command(
         runner = FleetRunner(
             cars,
             state=StateDir(state),
-            broker=broker,
+            broker=brokers,
             clock=clock,
             topic_prefix=config.topic_prefix,
             max_concurrent_handshakes=max_handshakes,

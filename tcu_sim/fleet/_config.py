@@ -464,6 +464,9 @@ class FleetConfig(_Model):
     seed: int = Field(strict=True)
     description: str = ""
     topic_prefix: Annotated[str, AfterValidator(_check_topic_prefix)] = ""
+    #: The broker URLs the cars connect to when `fleet run` gets no --broker: the nodes of a cluster, in the order
+    #: a car tries them (it fails over to the next when its node is lost), e.g. ["mqtts://n1:8883", ...].
+    brokers: tuple[str, ...] = ()
     defaults: FleetDefaults = FleetDefaults()
     # At least one group: checked in the model validator, since a length constraint here would add a confusing
     # "at least 1 item" error whenever every group has some other fault.

@@ -35,7 +35,7 @@ from tcu_sim.vehicle import Vehicle
 if TYPE_CHECKING:
     from broker.pki import FleetPKI
 
-__all__ = ["BrokerUrl", "FleetRunner", "car_tls_context", "parse_broker_url"]
+__all__ = ["BrokerUrl", "FleetRunner", "car_tls_context", "parse_broker_url", "parse_broker_urls"]
 
 log = structlog.get_logger("tcu_sim.fleet")
 
@@ -81,6 +81,17 @@ def parse_broker_url(url: str, *, default_port: int | None = None) -> BrokerUrl:
     )
 
 
+def parse_broker_urls(urls: str, *, default_port: int | None = None) -> list[BrokerUrl]:
+    """Parse `URL1,URL2,...` (the nodes of a broker cluster, tried in that order); ValueError naming the problem.
+    All must use the same scheme: a car has one identity, with TLS or without."""
+    parsed = [parse_broker_url(url.strip(), default_port=default_port) for url in urls.split(",") if url.strip()]
+    if not parsed:
+        raise ValueError(f"{urls!r}: no broker URL")
+    if len({url.tls for url in parsed}) > 1:
+        raise ValueError(f"{urls!r}: mix of mqtts:// and mqtt:// (use one scheme for every node)")
+    return parsed
+
+
 def car_tls_context(ca_cert: Path, cert: Path, key: Path) -> ssl.SSLContext:
     """A client TLS context presenting a car's certificate and trusting only the fleet CA."""
     context = ssl.create_default_context(ssl.Purpose.SERVER_AUTH, cafile=str(ca_cert))
@@ -114,7 +125,7 @@ class FleetRunner:
         cars: Sequence[CarSpec],
         *,
         state: StateDir,
-        broker: BrokerUrl,
+        broker: BrokerUrl | Sequence[BrokerUrl],
         clock: Clock,
         topic_prefix: str = "",
         tls_for: Callable[[str], ssl.SSLContext | ClientCertificate | None] | None = None,
@@ -129,10 +140,14 @@ class FleetRunner:
         #: What the fleet's cars report (connects, disconnects, commands, controls): subscribe here.
         self.events = events if events is not None else EventStream("fleet")
         self.state = state
-        self.broker = broker
+        #: Every node a car may connect to, in order (failover: the next when one is lost); `broker` the first.
+        self.brokers = (broker,) if isinstance(broker, BrokerUrl) else tuple(broker)
+        if not self.brokers:
+            raise ValueError("a fleet needs at least one broker URL")
+        self.broker = self.brokers[0]
         self.clock = clock
         self.topics = Topics(topic_prefix)
-        self._tls_for = tls_for or (self._pki_tls if broker.tls else (lambda _vin: None))
+        self._tls_for = tls_for or (self._pki_tls if self.broker.tls else (lambda _vin: None))
         self._backoff = backoff or Backoff()
         self._pool = LinkPool(max_concurrent_handshakes=max_concurrent_handshakes)
         self._on_event = on_event
@@ -191,16 +206,16 @@ class FleetRunner:
                     fault_handler=fault_handler,
                 )
                 self.sessions[car.vin] = session
-            address = BrokerAddress(self.broker.host, self.broker.port, keepalive_s=self._keepalive_s)
+            addresses = [BrokerAddress(b.host, b.port, keepalive_s=self._keepalive_s) for b in self.brokers]
             await self.faults.attach(self)  # before any car connects: profiles, fault controls, proxy routes
             stack.push_async_callback(self.faults.detach)  # after the cars: a proxy closed first drops them all
             stack.push_async_callback(self._stop_cars)
             self.stats.started_at = time.monotonic()
             for vin, session in self.sessions.items():
-                car_address = self.faults.address_for(vin, address)
-                self._tasks.append(asyncio.create_task(session.run(self._pool, car_address), name=f"tcu[{vin}]"))
+                car_addresses = [self.faults.address_for(vin, address) for address in addresses]
+                self._tasks.append(asyncio.create_task(session.run(self._pool, car_addresses), name=f"tcu[{vin}]"))
             self._exit = stack.pop_all()
-        log.info("fleet started", cars=len(self.sessions), broker=str(self.broker))
+        log.info("fleet started", cars=len(self.sessions), broker=",".join(map(str, self.brokers)))
         return self
 
     async def __aexit__(self, *exc: object) -> None:

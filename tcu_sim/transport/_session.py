@@ -23,7 +23,7 @@ import base64
 import contextlib
 import random
 import ssl
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -178,8 +178,13 @@ class TcuSession:
 
     # --- running -------------------------------------------------------------------------------------------------
 
-    async def run(self, pool: LinkPool, address: BrokerAddress) -> None:
-        """Connect, keep connected, and tick the vehicle until cancelled."""
+    async def run(self, pool: LinkPool, address: BrokerAddress | Sequence[BrokerAddress]) -> None:
+        """Connect, keep connected, and tick the vehicle until cancelled. Given several addresses (the nodes of a
+        broker cluster), the car connects to the first and moves on to the next whenever a connection attempt
+        fails or its connection is lost (failover, with the same backoff and jitter)."""
+        addresses = (address,) if isinstance(address, BrokerAddress) else tuple(address)
+        if not addresses:
+            raise ValueError("a car needs at least one broker address")
         self._link = pool.link(
             self.vin,
             LinkCallbacks(
@@ -195,7 +200,7 @@ class TcuSession:
         )
         try:
             async with asyncio.TaskGroup() as tg:
-                tg.create_task(self._connection_loop(address), name=f"tcu[{self.vin}].connection")
+                tg.create_task(self._connection_loop(addresses), name=f"tcu[{self.vin}].connection")
                 tg.create_task(self._status_loop(), name=f"tcu[{self.vin}].status_loop")
         finally:
             link = self._link
@@ -236,11 +241,13 @@ class TcuSession:
         self._signer.clock = clock
         self._verifier.clock = clock
 
-    async def _connection_loop(self, address: BrokerAddress) -> None:
+    async def _connection_loop(self, addresses: tuple[BrokerAddress, ...]) -> None:
         attempt = 0
         link = self._link
         assert link is not None
+        index = 0
         while True:
+            address = addresses[index]
             await self._wait_for_signal()
             self._disconnected.clear()
             try:
@@ -256,6 +263,7 @@ class TcuSession:
             if self._connected.is_set():
                 attempt = 0
                 await self._disconnected.wait()
+            index = (index + 1) % len(addresses)  # failed or lost: the next node of the cluster, if there is one
             # Full jitter: every car picks its own delay, so a fleet never comes back in one wave.
             delay = self.config.backoff.delay(attempt, self.rng)
             attempt += 1
