@@ -25,6 +25,7 @@ from typing import Any, TextIO
 import click
 import structlog
 
+from tcu_sim.cli._http import HttpChoice, http_choice, http_options, start_dashboard
 from tcu_sim.cli._metrics import metrics_option, serve_metrics
 from tcu_sim.fleet import FleetConfig, UserRole
 from tcu_sim.logging import configure_logging, redact_secrets
@@ -126,6 +127,7 @@ def _root_log_level() -> str:
               help="Stop after this many seconds (a smoke test); default: run until Ctrl-C.")
 @click.option("--no-users", is_flag=True, help="Do not create the fleet file's users or enrol their cars.")
 @metrics_option
+@http_options
 def up(
     fleet_file: Path | None,
     broker_url: str | None,
@@ -138,6 +140,10 @@ def up(
     duration: float | None,
     no_users: bool,
     metrics_port: int | None,
+    http_port: int,
+    no_http: bool,
+    http_host: str,
+    operator_token: str | None,
 ) -> None:
     """Start broker, cloud and the fleet of FLEET_FILE (default fleet_configs/demo.yaml), set up its users, and
     show the fleet live until Ctrl-C. State is kept in .tcu-sim/<fleet name> for the next run."""
@@ -162,13 +168,16 @@ def up(
         )
     except ValueError as exc:
         raise click.ClickException(f"{fleet_file}: {exc}") from None
+    http = http_choice(http_port, no_http, http_host, operator_token)
     view = not no_view and sys.stdout.isatty()
     log_path = state / "up.log"
     out = sys.stdout
     _say(out, f"tcu-sim up: fleet {fleet.name!r} ({fleet.car_count} cars) from {_shown(fleet_file)}, "
               f"state {_shown(state)}, log {_shown(log_path)}")
     with _log_to_file(log_path, _root_log_level()):
-        _run_until_signal(_main(fleet, config, view=view, duration=duration, metrics_port=metrics_port, out=out))
+        _run_until_signal(
+            _main(fleet, config, view=view, duration=duration, metrics_port=metrics_port, out=out, http=http)
+        )
 
 
 def _say(out: TextIO, line: str = "") -> None:
@@ -177,7 +186,7 @@ def _say(out: TextIO, line: str = "") -> None:
 
 async def _main(
     fleet: FleetConfig, config: StackConfig, *, view: bool, duration: float | None, out: TextIO,
-    metrics_port: int | None = None,
+    metrics_port: int | None = None, http: HttpChoice | None = None,
 ) -> None:
     from rich.console import Console
 
@@ -191,6 +200,9 @@ async def _main(
             started = True
             try:
                 hint = _report(stack, fleet, config, out)
+                url = await start_dashboard(stack, http) if http is not None else None
+                if url is not None:
+                    _say(out, f"dashboard: {url}/   app API: {url}/api/v1/ (OpenAPI: {url}/openapi.json)")
                 _say(out)
                 _say(out, "ready — Ctrl-C stops everything (state is kept)"
                           + (f"; stopping by itself after {duration:g} s" if duration is not None else ""))
