@@ -14,16 +14,17 @@ What amqtt 0.12 cannot do that the Mosquitto set-up does (use Mosquitto when the
   `$share/...` subscriptions are refused (SUBACK 0x80), so cloud instances cannot split the load.
 - No persistence: sessions, subscriptions, queued QoS 1 and retained messages live in memory and are gone after
   a stop (amqtt's `contrib.persistence.SessionDBPlugin` needs SQLAlchemy, which tcu-sim does not depend on).
-- Session handling comes before authentication: a CONNECT with another client's id deletes that client's session
-  (clean session) or takes it over (persistent session) even when the CONNECT is then refused. On the device
-  listener only certificate holders get that far (the TLS handshake needs a valid certificate); on the app
-  listener anyone who can reach the port can disconnect an app or wipe its subscriptions.
+- amqtt handles the session before authentication: a CONNECT with another client's id deletes that client's
+  session (clean session) or takes it over (persistent session) even when the CONNECT is then refused. On the
+  device listener the broker forces the client id to the certificate's CN before the session is looked up (as
+  Mosquitto's `use_username_as_clientid` does, SPEC §7), so a certificate holder reaches only its own session;
+  on the app listener anyone who can reach the port can still disconnect an app or wipe its subscriptions.
 - The TLS handshake checks the CRL as it was at start; a later revocation is caught by the plugin, which reads
   the revocation record at every CONNECT (Mosquitto needs a reload). In both brokers a connection that is
   already open stays open until the client reconnects.
 - The retain flag cannot be forbidden per topic (neither can Mosquitto 2.0 with ACL files).
 
-Stricter than Mosquitto here: a car must use its VIN as client id, an app its username, a last will must be on a
+Stricter than Mosquitto here: an app must use its username as client id, a last will must be on a
 topic the client may publish to (refused at CONNECT), and a subscription wider than the client's rights is
 refused (SUBACK 0x80) instead of granted and filtered per message.
 """
@@ -36,14 +37,18 @@ from collections.abc import Mapping
 from types import TracebackType
 from typing import Any
 
+from amqtt.adapters import ReaderAdapter, WriterAdapter
 from amqtt.broker import Broker
 from amqtt.contexts import Action, BrokerConfig, ListenerConfig
+from amqtt.errors import AMQTTError
+from amqtt.mqtt.protocol.broker_handler import BrokerProtocolHandler
 from amqtt.session import Session
+from amqtt.utils import gen_client_id
 
 from broker.mosquitto import AclPolicy, hash_password, validate_app_username
 from broker.pki import FleetPKI
 
-from ._plugins import SecurityState
+from ._plugins import SecurityState, certificate_name
 
 __all__ = ["EmbeddedBroker"]
 
@@ -68,6 +73,44 @@ class _TcuSimBroker(Broker):  # type: ignore[misc]  # amqtt ships no type inform
             if candidate is listener and name in self._tcu_sim_contexts:
                 return self._tcu_sim_contexts[name]
         raise ValueError(f"no TLS context for listener {listener.bind}")
+
+    async def _initialize_client_session(
+        self, reader: ReaderAdapter, writer: WriterAdapter, remote_address: str, remote_port: int
+    ) -> tuple[BrokerProtocolHandler, Session]:
+        # amqtt 0.12's own method, with one step added: a certificate holder's client id becomes its CN *before*
+        # the session is deleted (clean session) or looked up, so no CONNECT can take over or wipe another
+        # identity's session (SPEC §7; Mosquitto: use_username_as_clientid on the device listener).
+        try:
+            handler, session = await BrokerProtocolHandler.init_from_connect(reader, writer, self.plugins_manager)
+        except AMQTTError as exc:
+            _log.warning("%s:%s: first packet is not a CONNECT: %s", remote_address, remote_port, exc)
+            raise
+        ssl_object = session.ssl_object
+        der = ssl_object.getpeercert(binary_form=True) if ssl_object is not None else None
+        name = certificate_name(der) if der else None
+        if name is not None and session.client_id != name:
+            _log.warning("client id %r of certificate %s forced to its CN", str(session.client_id)[:64], name)
+            session.client_id = name
+        if session.clean_session:
+            if session.client_id:
+                await self._delete_session(session.client_id)
+            else:
+                session.client_id = gen_client_id()
+            session.parent = 0
+        elif session.client_id in self._sessions:
+            existing, _ = self._sessions[session.client_id]
+            for attribute in ("will_flag", "will_message", "will_topic", "will_qos", "keep_alive", "username"):
+                setattr(existing, attribute, getattr(session, attribute))
+            existing.password = session.password
+            existing.ssl_object = session.ssl_object  # the plugin checks this connection's certificate
+            session = existing
+            session.parent = 1
+        else:
+            session.parent = 0
+        delay = self.config.get("timeout-disconnect-delay", 0)
+        if session.keep_alive > 0 and isinstance(delay, int):
+            session.keep_alive += delay
+        return handler, session
 
     async def _publish_retained_messages_for_subscription(
         self, subscription: tuple[str, int], session: Session

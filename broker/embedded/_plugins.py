@@ -4,8 +4,10 @@
 (already verified against the fleet CA and CRL during the TLS handshake) is the certificate's CN — whatever
 username it sent — and is refused when its serial is revoked now (checked per connection, so a revocation needs
 no restart); a client without a certificate must log in as an app with a `$7$` password. It also refuses what
-Mosquitto would block or ignore later and amqtt would let through: a car whose client id is not its VIN, an app
-whose client id is not its username, and a last will on a topic the client may not publish to.
+Mosquitto would block or ignore later and amqtt would let through: a certificate holder whose client id is not
+its CN (SPEC §7: Mosquitto forces the id to the CN, amqtt cannot, so it refuses — before any session is looked
+up, so the owner of that client id keeps its connection and session), an app whose client id is not its
+username, and a last will on a topic the client may not publish to.
 
 `AclTopicPlugin` evaluates the same `AclPolicy` as the Mosquitto ACL files for PUBLISH, SUBSCRIBE and delivery.
 """
@@ -54,6 +56,11 @@ def _common_name(der: bytes) -> tuple[str | None, int]:
     return (value if isinstance(value, str) else None), cert.serial_number
 
 
+def certificate_name(der: bytes) -> str | None:
+    """The CN of a client certificate (DER), or None without exactly one."""
+    return _common_name(der)[0]
+
+
 class IdentityAuthPlugin(BaseAuthPlugin):  # type: ignore[misc]  # amqtt ships no type information
     """Certificate identity (CN) or app password; see the module docstring."""
 
@@ -84,9 +91,9 @@ class IdentityAuthPlugin(BaseAuthPlugin):  # type: ignore[misc]  # amqtt ships n
         if kind is IdentityKind.SERVER or (state.pki is not None and state.pki.is_revoked(serial)):
             _log.warning("refused certificate of %s (serial %x): revoked or not a client", name, serial)
             return False
-        if kind is IdentityKind.CAR and session.client_id != name:
-            # Mosquitto cannot stop this (one car taking over another's session); here we can.
-            _log.warning("refused car %s connecting with client id %r", name, session.client_id)
+        if session.client_id != name:
+            # No certificate holder takes over (or disconnects) another identity's session.
+            _log.warning("refused %s %s connecting with client id %r", kind.value, name, str(session.client_id)[:64])
             return False
         session.username = name  # the certificate decides who this is, not the CONNECT packet
         session.password = None

@@ -9,9 +9,13 @@ Two listeners, two ACLs:
   without `+`, `#` or `/` (see `broker.pki`). Mosquitto applies pattern lines to every user of the listener, so
   `cloud` also "owns" `tcu/cloud/...`; no car can be called that, so the grant is inert.
   `cloud` reads every car's status, events, results and connection topics, writes every car's commands, reads
-  `app/+/requests` and writes `app/+/responses` and `app/+/events`.
+  `app/+/requests` and writes `app/+/responses` and `app/+/events`; so do `cloud-2` ... `cloud-<clouds>`, one
+  identity per cloud process (the client id is the CN, so two processes cannot share one).
   `operator` writes `sim/#` (simulator control and faults) and reads `tcu/+/connection` for the live view; it
-  reads nothing else (status, events and results are the cloud's to verify and show).
+  reads nothing else (status, events and results are the
+  cloud's to verify and show). `operator-2` ... `operator-8` have the same rights, one per operator tool
+  running at once (`FleetPKI.lease_operator`).
+  Mosquitto's ACL file has no wildcard user names, so every one of these identities gets its own `user` block.
 - the **app** listener (TLS, username + password, no client certificate). An app reads `app/<username>/responses`
   and `app/<username>/events` and writes `app/<username>/requests`. The ACL uses `%u`, not `%c`, so an app cannot
   reach another app's topics by choosing a client id; the broker also forces the client id to the username
@@ -26,7 +30,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
 
-from broker.pki import CLOUD, OPERATOR, IdentityKind, identity_kind
+from broker.pki import OPERATOR_POOL, IdentityKind, cloud_identity, identity_kind, operator_identity
 from tcu_sim.protocol import Topics
 
 __all__ = [
@@ -97,15 +101,19 @@ class AclPolicy:
 
     `named` maps a certificate identity (a lower-case name issued by `FleetPKI.issue_identity`) to its grants,
     e.g. a monitoring tool `{"monitor": (Grant(GrantAccess.READ, "tcu/+/connection"),)}`. Without an entry a
-    named identity can do nothing beyond the inert car patterns.
+    named identity can do nothing beyond the inert car patterns. `clouds` is how many cloud processes may run
+    at once: `cloud`, `cloud-2` ... `cloud-<clouds>` get the cloud's rights.
     """
 
     prefix: str = ""
     named: Mapping[str, tuple[Grant, ...]] = field(default_factory=dict)
+    clouds: int = 8
 
     def __post_init__(self) -> None:
         # Validate the prefix the way the protocol does, and normalise it ("a/b/" -> "a/b").
         object.__setattr__(self, "prefix", Topics(self.prefix).prefix)
+        if not 1 <= self.clouds <= 256:
+            raise ValueError(f"clouds must be 1..256, got {self.clouds}")
         for name in self.named:
             if identity_kind(name) is not IdentityKind.NAMED:
                 raise ValueError(f"named grants are for named identities, not {name!r}")
@@ -161,7 +169,14 @@ class AclPolicy:
 
     def user_grants(self) -> dict[str, tuple[Grant, ...]]:
         """Per-user grants of the device listener (the `user` blocks of its ACL file)."""
-        return {CLOUD: self.cloud_grants, OPERATOR: self.operator_grants, **self.named}
+        clouds = {cloud_identity(n): self.cloud_grants for n in range(1, self.clouds + 1)}
+        operators = {operator_identity(n): self.operator_grants for n in range(1, OPERATOR_POOL + 1)}
+        return {**clouds, **operators, **self.named}
+
+    @property
+    def cloud_identities(self) -> tuple[str, ...]:
+        """Every identity with the cloud's rights: `cloud`, `cloud-2` ... `cloud-<clouds>`."""
+        return tuple(cloud_identity(n) for n in range(1, self.clouds + 1))
 
     def grants_for(self, username: str, listener: ListenerKind) -> tuple[Grant, ...]:
         """Every grant that applies to `username` on `listener`, `%u` resolved (Mosquitto semantics: patterns

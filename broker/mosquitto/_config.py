@@ -14,9 +14,9 @@ user that owns them (the test harness passes the current user).
 Known limits of Mosquitto 2.0 with ACL files (see docs in `AclPolicy`): a SUBSCRIBE is always granted and every
 message is checked on delivery instead (a car subscribed to `#` receives only its own topics); a denied PUBLISH
 is dropped (MQTT 5: PUBACK reason 0x87); the retain flag cannot be forbidden per topic; on the device listener a
-client chooses its client id, so a car could take over another car's session by using its VIN as client id —
-it then receives nothing of that car's (each message is checked against the new username), but the other
-car is disconnected and its queued commands are dropped.
+client would choose its client id — so the device listener forces it to the certificate's CN
+(`use_username_as_clientid` after `use_identity_as_username`, SPEC §7): a car presenting another car's VIN as
+client id gets its own session, never the other car's, and the other car stays connected.
 """
 
 from __future__ import annotations
@@ -164,13 +164,16 @@ def render_config(config: MosquittoConfig, files: MosquittoFiles) -> str:
 
     out += [
         "",
-        "# Device listener: cars (CN = VIN), cloud (CN cloud), operator (CN operator). Mutual TLS; the",
-        "# certificate's CN is the MQTT username, and the ACL gives each car its own topics only.",
+        "# Device listener: cars (CN = VIN), clouds (CN cloud, cloud-2, ...), operators. Mutual TLS; the",
+        "# certificate's CN is the MQTT username and the client id (whatever id the CONNECT asked for, so no",
+        "# holder of a certificate can take over another identity's session), and the ACL gives each car its",
+        "# own topics only.",
         f"listener {config.port} {config.host}",
         "protocol mqtt",
         "allow_anonymous false",
         "require_certificate true",
         "use_identity_as_username true",
+        "use_username_as_clientid true",
         f"cafile {config.ca_file}",
         f"certfile {config.cert_file}",
         f"keyfile {config.key_file}",

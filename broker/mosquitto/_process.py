@@ -31,7 +31,7 @@ from typing import Any, Self
 
 import aiomqtt
 
-from broker.pki import CLOUD, FleetPKI
+from broker.pki import FleetPKI
 from tcu_sim._net import SOCKET_OPTIONS
 
 from ._acl import AclPolicy
@@ -44,6 +44,9 @@ __all__ = ["MosquittoBroker", "MosquittoError", "MosquittoNotFound", "find_mosqu
 _SEARCH_PATHS = ("/usr/sbin/mosquitto", "/usr/local/sbin/mosquitto", "/opt/homebrew/sbin/mosquitto")
 _RUNNING = re.compile(r"mosquitto version \S+ running")
 _LOG_TAIL = 40
+# The readiness and reload probes connect as their own identity: as the cloud, they would replace the cloud's
+# connection (the broker forces the client id to the certificate's CN).
+PROBE = "broker-probe"
 _NOT_FOUND = "mosquitto not found: install it (apt-get install mosquitto) or set TCU_SIM_MOSQUITTO"
 
 
@@ -227,7 +230,7 @@ class MosquittoBroker:
             self.port = self.port or picked[0]
             if self.app_port == 0:
                 self.app_port = picked[1]
-        self.pki.ensure_cloud()  # the readiness probe connects as the cloud
+        self.pki.ensure_identity(PROBE)  # the readiness probe's own identity: the client id is the CN
         config = MosquittoConfig.from_pki(
             self.pki,
             host=self.host,
@@ -270,7 +273,7 @@ class MosquittoBroker:
                     if any("Address already in use" in line for line in self._log_lines[mark:]):
                         raise _PortTaken
                     raise MosquittoError(f"mosquitto exited with {self._process.returncode}\n{self.log_tail()}")
-                outcome = await self.probe(CLOUD)
+                outcome = await self.probe(PROBE)
                 if not outcome.accepted:
                     raise MosquittoError(
                         f"mosquitto runs but refused the readiness probe ({outcome})\n{self.log_tail()}"
@@ -330,7 +333,7 @@ class MosquittoBroker:
             raise MosquittoError(f"no {pattern.pattern!r} in the log after {signum.name}\n{self.log_tail()}") from None
         # Mosquitto logs first and then does the work, in its single-threaded main loop: once a new connection
         # has been answered, the reload or save is complete.
-        outcome = await self.probe(CLOUD)
+        outcome = await self.probe(PROBE)
         if not outcome.accepted:
             raise MosquittoError(f"broker unusable after {signum.name} ({outcome})\n{self.log_tail()}")
 
@@ -428,7 +431,9 @@ class MosquittoBroker:
         **kwargs: Any,
     ) -> aiomqtt.Client:
         """An aiomqtt client for the device listener, authenticated by `identity`'s certificate (issued if
-        missing): a VIN, `cloud`, `operator` or a named identity. The client id defaults to the identity."""
+        missing): a VIN, `cloud(-N)`, `operator(-N)` or a named identity. The client id defaults to the identity;
+        another `identifier` is replaced by the identity on this listener (SPEC §7), so two clients with one
+        identity disconnect each other."""
         kwargs.setdefault("socket_options", SOCKET_OPTIONS)
         return aiomqtt.Client(
             self.host,

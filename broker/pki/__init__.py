@@ -1,8 +1,9 @@
 """The fleet PKI (SPEC §7): a CA, the broker's certificate, and one client certificate per car and service.
 
 Each car authenticates to the broker with its own certificate, CN = VIN, signed by the fleet CA; the broker
-maps the CN to the MQTT username and lets the car use only its own topics. The cloud (CN `cloud`), the
-operator (CN `operator`) and optional named app/test identities get certificates from the same CA. Revoked
+maps the CN to the MQTT username and client id and lets the car use only its own topics. Each cloud process
+(CN `cloud`, `cloud-2`, ...), each operator tool (CN `operator`, `operator-2`, ...) and optional named app/test
+identities get certificates from the same CA. Revoked
 certificates are listed in a CRL that always exists, so the broker's `crlfile` setting is always valid.
 
     pki = FleetPKI(state_dir / "pki")
@@ -14,13 +15,15 @@ certificates are listed in a CRL that always exists, so the broker's `crlfile` s
 from __future__ import annotations
 
 from ._errors import InvalidIdentityName, PKIError, PKIStateError, UnknownIdentity
-from ._fleet import DEFAULT_SERVER_NAMES, CertificateInfo, FleetPKI, IdentityPaths
+from ._fleet import DEFAULT_SERVER_NAMES, OPERATOR_POOL, CertificateInfo, FleetPKI, IdentityPaths
 from ._names import (
     CLOUD,
     OPERATOR,
     SERVER,
     IdentityKind,
+    cloud_identity,
     identity_kind,
+    operator_identity,
     validate_identity_name,
     validate_named_identity,
 )
@@ -29,6 +32,7 @@ __all__ = [
     "CLOUD",
     "DEFAULT_SERVER_NAMES",
     "OPERATOR",
+    "OPERATOR_POOL",
     "SERVER",
     "CertificateInfo",
     "FleetPKI",
@@ -38,7 +42,9 @@ __all__ = [
     "PKIError",
     "PKIStateError",
     "UnknownIdentity",
+    "cloud_identity",
     "identity_kind",
+    "operator_identity",
     "validate_identity_name",
     "validate_named_identity",
 ]

@@ -5,7 +5,8 @@ Layout of the directory (every private key is written with mode 0600, atomically
     ca.crt, ca.key              the fleet CA (ECDSA P-256, self-signed)
     server.crt, server.key      the broker (SAN localhost, 127.0.0.1, ::1 by default)
     cars/<VIN>.crt, .key        one per car, CN = VIN
-    identities/<name>.crt, .key cloud, operator, and any named app/test identity (CN = name)
+    identities/<name>.crt, .key cloud(-N), operator(-N), and any named app/test identity (CN = name)
+    leases/<name>.lock          which operator identity a running tool holds (`lease_operator`)
     revoked.json                what was revoked (serial, name, when) and the CRL number
     crl.pem                     the CRL, always present (maybe empty): Mosquitto's `crlfile` is always valid
 
@@ -20,10 +21,12 @@ time, so pass a `SystemClock` (the default) for certificates a real broker will 
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import json
 import os
 import ssl
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from ipaddress import ip_address
@@ -38,9 +41,21 @@ from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 from tcu_sim.clock import Clock, SystemClock
 
 from ._errors import PKIStateError, UnknownIdentity
-from ._names import CLOUD, OPERATOR, SERVER, IdentityKind, identity_kind, validate_named_identity
+from ._names import (
+    CLOUD,
+    OPERATOR,
+    SERVER,
+    IdentityKind,
+    identity_kind,
+    operator_identity,
+    validate_named_identity,
+)
 
-__all__ = ["DEFAULT_SERVER_NAMES", "CertificateInfo", "FleetPKI", "IdentityPaths"]
+__all__ = ["DEFAULT_SERVER_NAMES", "OPERATOR_POOL", "CertificateInfo", "FleetPKI", "IdentityPaths"]
+
+# How many operator identities the broker's ACL knows (`operator`, `operator-2` ... `operator-8`): one per
+# operator tool running at the same time.
+OPERATOR_POOL = 8
 
 DEFAULT_SERVER_NAMES: tuple[str, ...] = ("localhost", "127.0.0.1", "::1")
 
@@ -285,13 +300,15 @@ class FleetPKI:
         self._require_ca()
         return [self.ensure_car(vin) for vin in vins]
 
-    def ensure_cloud(self) -> CertificateInfo:
-        """The cloud's certificate (CN `cloud`), issued when missing."""
-        return self._ensure(CLOUD, IdentityKind.CLOUD)
+    def ensure_cloud(self, name: str = CLOUD) -> CertificateInfo:
+        """A cloud process's certificate (CN `cloud`, or `cloud-2`, `cloud-3`, ... for more), issued when missing."""
+        return self._ensure(_cloud_name(name), IdentityKind.CLOUD)
 
-    def issue_cloud(self, *, not_before: datetime | None = None, not_after: datetime | None = None) -> CertificateInfo:
-        """Issue a new certificate for the cloud (CN `cloud`)."""
-        return self._issue_client(CLOUD, IdentityKind.CLOUD, not_before=not_before, not_after=not_after)
+    def issue_cloud(
+        self, name: str = CLOUD, *, not_before: datetime | None = None, not_after: datetime | None = None
+    ) -> CertificateInfo:
+        """Issue a new certificate for a cloud process (CN `cloud`, `cloud-2`, ...)."""
+        return self._issue_client(_cloud_name(name), IdentityKind.CLOUD, not_before=not_before, not_after=not_after)
 
     def ensure_operator(self) -> CertificateInfo:
         """The operator's certificate (CN `operator`: simulator control, live view), issued when missing."""
@@ -302,6 +319,33 @@ class FleetPKI:
     ) -> CertificateInfo:
         """Issue a new certificate for the operator (CN `operator`)."""
         return self._issue_client(OPERATOR, IdentityKind.OPERATOR, not_before=not_before, not_after=not_after)
+
+    @contextlib.contextmanager
+    def lease_operator(self, pool: int = OPERATOR_POOL) -> Iterator[str]:
+        """Hold one operator identity (`operator-2` ... `operator-<pool>`) for the life of the `with` block.
+
+        The client id is the certificate's CN (SPEC §7), so two operator tools sharing one certificate would
+        disconnect each other: each tool leases a free one instead (an exclusive `flock` on
+        `leases/<name>.lock`, released by the kernel even when the process dies), issued when missing. `operator`
+        itself is left to long-lived users. PKIStateError when every identity of the pool is held.
+        """
+        leases = self.directory / "leases"
+        leases.mkdir(parents=True, exist_ok=True)
+        for index in range(2, pool + 1):
+            name = operator_identity(index)
+            fd = os.open(leases / f"{name}.lock", os.O_RDWR | os.O_CREAT, 0o600)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                os.close(fd)
+                continue
+            try:
+                self.ensure(name)
+                yield name
+            finally:
+                os.close(fd)  # closing the descriptor releases the lock
+            return
+        raise PKIStateError(f"all {pool - 1} operator identities (operator-2 .. operator-{pool}) are in use")
 
     def ensure_identity(self, name: str) -> CertificateInfo:
         """The certificate of a named identity (an app or test client, CN = name), issued when missing."""
@@ -590,6 +634,12 @@ class FleetPKI:
     def __repr__(self) -> str:
         state = "loaded" if self._ca is not None else ("present" if self.has_ca() else "absent")
         return f"FleetPKI(directory={str(self.directory)!r}, ca={state})"
+
+
+def _cloud_name(name: str) -> str:
+    if identity_kind(name) is not IdentityKind.CLOUD:
+        raise ValueError(f"{name[:70]!r} is not a cloud identity (cloud, cloud-2, cloud-3, ...)")
+    return name
 
 
 def _authority_key_id(cert: x509.Certificate) -> bytes | None:

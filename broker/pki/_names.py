@@ -8,6 +8,10 @@ disjoint families are allowed:
 - anything else (`cloud`, `operator`, an app or test identity): a lower-case letter followed by lower-case
   letters, digits, `-` or `_`. Starting with a lower-case letter means such a name is never a VIN, so no named
   identity can ever collide with a car.
+
+The CN is also the MQTT client id (SPEC §7), so two processes must never share a certificate: each cloud process
+has its own (`cloud`, `cloud-2`, `cloud-3`, ...: `cloud_identity(n)`), and each operator tool its own
+(`operator`, `operator-2`, ...: `operator_identity(n)`, leased by `FleetPKI.lease_operator`).
 """
 
 from __future__ import annotations
@@ -24,7 +28,9 @@ __all__ = [
     "OPERATOR",
     "SERVER",
     "IdentityKind",
+    "cloud_identity",
     "identity_kind",
+    "operator_identity",
     "validate_identity_name",
     "validate_named_identity",
 ]
@@ -34,6 +40,7 @@ OPERATOR = "operator"
 SERVER = "server"  # the broker's own certificate; never a client identity
 
 _NAMED = re.compile(r"[a-z][a-z0-9_-]{0,62}")
+_NUMBERED = re.compile(r"(?P<base>cloud|operator)(?:-(?P<n>[2-9]|[1-9][0-9]{1,3}))?")
 
 
 class IdentityKind(StrEnum):
@@ -45,6 +52,22 @@ class IdentityKind(StrEnum):
     CLOUD = "cloud"
     OPERATOR = "operator"
     NAMED = "named"  # an app or test identity: no broker rights beyond what the ACL grants it by name
+
+
+def cloud_identity(index: int) -> str:
+    """The certificate identity of cloud process number `index` (1-based): `cloud`, `cloud-2`, `cloud-3`, ..."""
+    return _numbered(CLOUD, index)
+
+
+def operator_identity(index: int) -> str:
+    """The certificate identity of operator tool number `index` (1-based): `operator`, `operator-2`, ..."""
+    return _numbered(OPERATOR, index)
+
+
+def _numbered(base: str, index: int) -> str:
+    if not 1 <= index <= 9999:
+        raise ValueError(f"{base} identity number must be 1..9999, got {index}")
+    return base if index == 1 else f"{base}-{index}"
 
 
 def validate_named_identity(name: str) -> str:
@@ -75,10 +98,9 @@ def identity_kind(name: str) -> IdentityKind:
     validate_named_identity(name)
     if name == SERVER:
         return IdentityKind.SERVER
-    if name == CLOUD:
-        return IdentityKind.CLOUD
-    if name == OPERATOR:
-        return IdentityKind.OPERATOR
+    numbered = _NUMBERED.fullmatch(name)
+    if numbered is not None:
+        return IdentityKind.CLOUD if numbered["base"] == CLOUD else IdentityKind.OPERATOR
     return IdentityKind.NAMED
 
 

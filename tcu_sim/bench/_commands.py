@@ -114,7 +114,7 @@ async def drive_commands(
         future.set_result(time.perf_counter() - sent_at if result.state is ResultState.SUCCEEDED else None)
 
     async with broker.client(
-        "cloud", identifier=client_id, protocol=aiomqtt.ProtocolVersion.V311, clean_session=True, timeout=10,
+        client_id, protocol=aiomqtt.ProtocolVersion.V311, clean_session=True, timeout=10,  # its own certificate
         # Nagle's algorithm would hold a command back until the broker acknowledged the previous packet.
         socket_options=[(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)],
     ) as client:

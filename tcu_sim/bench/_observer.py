@@ -109,8 +109,7 @@ class ConnectionObserver:
         while True:
             try:
                 async with self.broker.client(
-                    "cloud",
-                    identifier=self.client_id,
+                    self.client_id,  # its own certificate (`bench-observer`): the client id is the CN
                     protocol=aiomqtt.ProtocolVersion.V311,
                     clean_session=True,
                     timeout=5,

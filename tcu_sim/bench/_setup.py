@@ -18,7 +18,7 @@ from typing import Any
 
 import yaml
 
-from broker.mosquitto import MosquittoBroker
+from broker.mosquitto import AclPolicy, Grant, GrantAccess, MosquittoBroker
 from broker.pki import FleetPKI
 from tcu_sim.clock import SystemClock
 from tcu_sim.fleet import CarSpec, StateDir, expand_fleet, load_fleet, provision, raise_open_files_limit
@@ -135,6 +135,16 @@ def bench_ports(count: int, rng: random.Random, host: str = "127.0.0.1") -> list
     raise OSError(f"no {count} free ports below {low} on {host}")
 
 
+# The bench's own clients, each with a certificate and rights of its own (the broker forces the client id to the
+# certificate's CN, so borrowing the cloud's certificate would replace the cloud's connection).
+BENCH_OBSERVER = "bench-observer"
+BENCH_DRIVER = "bench-driver"
+BENCH_GRANTS: dict[str, tuple[Grant, ...]] = {
+    BENCH_OBSERVER: (Grant(GrantAccess.READ, "tcu/+/connection"),),
+    BENCH_DRIVER: (Grant(GrantAccess.WRITE, "tcu/+/commands"), Grant(GrantAccess.READ, "tcu/+/results")),
+}
+
+
 class BenchBroker(MosquittoBroker):
     """`MosquittoBroker` with the bench's settings (see the module docstring); quiet about subscriptions."""
 
@@ -143,6 +153,7 @@ class BenchBroker(MosquittoBroker):
         kwargs.setdefault("persistence", False)
         # "information" carries the readiness line; "notice" and "subscribe" would log 20,000 lines per start.
         kwargs.setdefault("log_types", ("error", "warning", "information"))
+        kwargs.setdefault("policy", AclPolicy(named=BENCH_GRANTS))
         super().__init__(directory, pki, **kwargs)
 
     def _write_config(self) -> None:

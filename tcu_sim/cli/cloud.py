@@ -133,7 +133,9 @@ def _when(ts: float) -> str:
 @click.option("--username", default=None, help="MQTT username (a broker with password login).")
 @click.option("--mqtt-password", default=None, envvar="TCU_SIM_CLOUD_MQTT_PASSWORD",
               help="MQTT password (or TCU_SIM_CLOUD_MQTT_PASSWORD).")
-@click.option("--client-id", default="cloud", show_default=True, help="MQTT client id (one per cloud process).")
+@click.option("--client-id", default="cloud", show_default=True,
+              help="MQTT client id, one per cloud process: cloud, cloud-2, ... With TLS it is also the certificate "
+                   "used (the broker forces the client id to the certificate's CN).")
 @click.option("--shared-subscriptions/--no-shared-subscriptions", default=False, show_default=True,
               help="MQTT 5 shared subscriptions ($share/cloud/...), to run several cloud processes.")
 @click.option("--mqtt-version", type=click.Choice(["5", "3.1.1"]), default="5", show_default=True)
@@ -146,8 +148,6 @@ def _when(ts: float) -> str:
               help="Worker processes verifying car statuses beside the event loop (0: on the loop).")
 @click.option("--session-expiry", type=click.IntRange(min=0), default=3600, show_default=True,
               help="Seconds the broker keeps the cloud's session (and queues its messages) while it is away.")
-@click.option("--http", "http_address", default=None, metavar="HOST:PORT",
-              help="Also serve the app API over HTTP here (docs/http-api.md), e.g. 127.0.0.1:8080.")
 @metrics_option
 def run_command(
     broker_url: str,
@@ -167,15 +167,11 @@ def run_command(
     command_ttl: float,
     session_expiry: int,
     verify_processes: int,
-    http_address: str | None,
 ) -> None:
     """Run the cloud against --broker until Ctrl-C: verify and apply what cars send, answer apps, send commands."""
     # Imported when the command runs: `tcu-sim --help` and the other commands stay quick to start.
     from broker.cloud import CloudConfig, ServerSecret
     from broker.handler import HandlerConfig
-    from broker.http import HttpApi, serve_http
-
-    http = _http_address(http_address) if http_address is not None else None
     from broker.registry import RegistryError
     from broker.runtime import BrokerLogin, CloudKeys, CloudSite, open_cloud
     from tcu_sim.clock import SystemClock
@@ -190,7 +186,7 @@ def run_command(
         raise click.ClickException(str(exc)) from None
     vehicles, manifest_prefix = vehicle_records(state_dir)
     secret = ServerSecret(load_server_secret(state.cloud_dir / "server.secret"))
-    tls = _cloud_tls(broker, state_dir, ca, cert, key)
+    tls = _cloud_tls(broker, state_dir, ca, cert, key, client_id)
     try:
         config = HandlerConfig(
             topic_prefix=manifest_prefix if topic_prefix is None else topic_prefix,
@@ -227,18 +223,7 @@ def run_command(
                 click.echo("cloud: connected and subscribed; Ctrl-C stops", err=True)
             except TimeoutError:
                 click.echo(f"cloud: broker not reachable yet ({handler.link.last_error}); retrying", err=True)
-            if http is None:
-                await asyncio.Event().wait()  # until Ctrl-C / SIGTERM cancels us
-                return
-            api = HttpApi(handler)
-            try:
-                async with serve_http(api.app, *http) as server:
-                    click.echo(f"cloud: app API on {server.url}/api/v1/ (OpenAPI: {server.url}/openapi.json)", err=True)
-                    await asyncio.Event().wait()
-            except OSError as exc:
-                raise click.ClickException(f"--http {http_address}: {exc.strerror or exc}") from None
-            finally:
-                api.close()
+            await asyncio.Event().wait()  # until Ctrl-C / SIGTERM cancels us
 
     try:
         _run(main())
@@ -246,23 +231,33 @@ def run_command(
         raise click.ClickException(f"{db.split('@')[-1]}: {exc}") from None
 
 
-def _http_address(value: str) -> tuple[str, int]:
-    host, sep, port = value.rpartition(":")
-    if not sep or not host or not port.isdigit() or int(port) > 65535:
-        raise click.BadParameter(f"{value[:80]!r}: expected HOST:PORT, e.g. 127.0.0.1:8080", param_hint="--http")
-    return host.strip("[]"), int(port)
-
-
-def _cloud_tls(broker: BrokerUrl, state_dir: Path, ca: Path | None, cert: Path | None, key: Path | None) -> Any:
+def _cloud_tls(
+    broker: BrokerUrl, state_dir: Path, ca: Path | None, cert: Path | None, key: Path | None, client_id: str
+) -> Any:
     if not broker.tls:
         return None
+    if cert is None or key is None:
+        # The broker makes the client id the certificate's CN (SPEC §7): cloud process `cloud-2` needs the
+        # `cloud-2` certificate, or it would replace the connection of the process holding `cloud`.
+        from broker.pki import IdentityKind, InvalidIdentityName, identity_kind
+
+        try:
+            is_cloud = identity_kind(client_id) is IdentityKind.CLOUD
+        except InvalidIdentityName:
+            is_cloud = False
+        if not is_cloud:
+            raise click.BadParameter(
+                f"{client_id[:70]!r} is not a cloud identity: use cloud, cloud-2, cloud-3, ... (or --cert/--key)",
+                param_hint="--client-id",
+            )
     pki = state_dir / "pki"
     ca = ca or pki / "ca.crt"
-    cert = cert or pki / "identities" / "cloud.crt"
-    key = key or pki / "identities" / "cloud.key"
+    cert = cert or pki / "identities" / f"{client_id}.crt"
+    key = key or pki / "identities" / f"{client_id}.key"
+    hint = f"tcu-sim pki issue {client_id} --state {state_dir}, or --ca/--cert/--key"
     for path, what in ((ca, "CA certificate"), (cert, "cloud certificate"), (key, "cloud key")):
         if not path.is_file():
-            raise click.ClickException(f"{path}: missing {what} (tcu-sim fleet provision, or --ca/--cert/--key)")
+            raise click.ClickException(f"{path}: missing {what} ({hint})")
     return tls_context(ca=ca, cert=cert, key=key)
 
 

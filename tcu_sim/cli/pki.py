@@ -126,7 +126,8 @@ def issue_car_command(vin: str, state_dir: Path, force: bool, valid_days: float 
 @_STATE
 @_with_issue_options
 def issue_command(name: str, state_dir: Path, force: bool, valid_days: float | None, expired: bool) -> None:
-    """The certificate of NAME: a VIN, `cloud`, `operator` or a named app/test identity (lower-case)."""
+    """The certificate of NAME: a VIN, `cloud` (`cloud-2`, ... for more cloud processes), `operator(-N)` or a
+    named app/test identity (lower-case)."""
     if name == "server":
         raise click.ClickException("'server': the broker's certificate comes from `tcu-sim pki init`")
     _issue(state_dir, name, force, valid_days, expired)

@@ -49,6 +49,11 @@ from tcu_sim.protocol import (
 
 __all__ = ["AttackKind", "Attacker", "CommandForge", "StatusForge", "flip_signature"]
 
+# The broker certificate an attacker holding a cloud certificate uses: a cloud identity no cloud process of the
+# simulation runs under (the client id is the CN, so `cloud` itself would just replace the real cloud's
+# connection, which is not the attack under test).
+STOLEN_CLOUD = "cloud-8"
+
 ClientFactory = Callable[..., aiomqtt.Client]
 """`factory(identity, identifier=...)` → an aiomqtt client with that identity's certificate
 (`MosquittoBroker.client` is one)."""
@@ -207,7 +212,7 @@ class Attacker:
     async def inject_command(self, vin: str, token: str | bytes) -> None:
         """Publish a command to the car as the cloud identity would."""
         payload = token.encode() if isinstance(token, str) else token
-        async with self._client("cloud", "cloud") as client:
+        async with self._client(STOLEN_CLOUD, "cloud") as client:
             await client.publish(self.topics.commands(vin), payload, qos=1)
         self.injected += 1
 
@@ -220,7 +225,7 @@ class Attacker:
 
     async def latest_status(self, vin: str, timeout: float = 5.0) -> bytes:
         """The car's retained status token (as the cloud identity reads it)."""
-        async with self._client("cloud", "reader") as client:
+        async with self._client(STOLEN_CLOUD, "reader") as client:
             await client.subscribe(self.topics.status(vin), qos=1)
             async with asyncio.timeout(timeout):
                 async for message in client.messages:

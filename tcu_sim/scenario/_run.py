@@ -224,7 +224,7 @@ class ScenarioRunner:
             await self._seed_users(services)
             handler_config = HandlerConfig(
                 topic_prefix=config.topic_prefix,
-                client_id=f"cloud-{config.name}"[:128],
+                client_id="cloud",  # the broker forces the client id to the certificate's CN (SPEC §7)
                 app_workers=1,
                 reconnect_base_s=0.05,
                 reconnect_cap_s=0.25,  # real seconds: back before the cars' next statuses after a broker restart

@@ -20,6 +20,7 @@ import contextlib
 import errno
 import secrets
 import ssl
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -28,6 +29,8 @@ from urllib.parse import unquote, urlsplit
 import aiomqtt
 
 from broker.launch import BrokerKind
+from broker.mosquitto import AclPolicy
+from broker.pki import cloud_identity
 
 from ._errors import HarnessSetupError, NotSupported
 from ._loopthread import LoopThread
@@ -40,6 +43,7 @@ if TYPE_CHECKING:
 __all__ = ["AppLogin", "BrokerKind", "SimBroker"]
 
 _APP_POOL = 8  # app logins created with the broker; Mosquitto adds more on demand (a reload), amqtt cannot
+_CLOUD_POOL = AclPolicy().clouds  # cloud identities the generated ACLs know: cloud, cloud-2, ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -87,6 +91,7 @@ class SimBroker:
         self.mqtt_version = mqtt_version
         self.shared = shared
         self._apps_made = 0
+        self._clouds_held: set[str] = set()
         self.closed = False
 
     # --- construction
@@ -140,6 +145,23 @@ class SimBroker:
         assert self.pki is not None  # a TLS device listener always comes with its PKI
         self.pki.ensure(identity)
         return self.pki.client_ssl_context(identity)
+
+    @contextlib.contextmanager
+    def lease_cloud(self) -> Iterator[str]:
+        """A cloud identity (`cloud`, `cloud-2`, ...) no other cloud of this process holds on this broker, for the
+        life of the `with` block: the broker forces the client id to the certificate's CN (SPEC §7), so two
+        clouds sharing one certificate would disconnect each other."""
+        for index in range(1, _CLOUD_POOL + 1):
+            name = cloud_identity(index)
+            if name in self._clouds_held:
+                continue
+            self._clouds_held.add(name)
+            try:
+                yield name
+            finally:
+                self._clouds_held.discard(name)
+            return
+        raise HarnessSetupError(f"all {_CLOUD_POOL} cloud identities of this broker are in use")
 
     def app_tls_context(self) -> ssl.SSLContext | None:
         """The TLS context apps use (trusting the fleet CA), or None for a plain app listener."""

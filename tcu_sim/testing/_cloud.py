@@ -66,7 +66,7 @@ class SimCloud:
         *,
         rng: random.Random,
         topic_prefix: str = "",
-        client_id: str = "cloud",
+        client_id: str | None = None,
         config: CloudConfig | None = None,
         handler_config: HandlerConfig | None = None,
         registry_url: str | None = None,
@@ -81,7 +81,10 @@ class SimCloud:
         self.directory = Path(directory)
         self.rng = rng
         self.topic_prefix = topic_prefix
-        self.client_id = client_id
+        # The broker forces the client id to the certificate's CN (SPEC §7): the cloud's identity is its client id.
+        # None: a cloud identity no other cloud of this process holds on the broker (`SimBroker.lease_cloud`).
+        self.client_id = client_id or "cloud"
+        self._fixed_identity = client_id is not None
         self._config = config
         self._handler_config = handler_config
         self.ready_timeout = ready_timeout
@@ -101,6 +104,8 @@ class SimCloud:
         try:
             # Subscribed before the handler exists: the waiters see every step, the first `queued` included.
             steps = self._stack.enter_context(self.events.subscribe(CommandChanged, name="sim-cloud.waiters"))
+            if not self._fixed_identity:
+                self.client_id = self._stack.enter_context(self.broker.lease_cloud())
             self._watcher = asyncio.create_task(self._wake_waiters(steps), name=f"sim-cloud[{self.client_id}].waiters")
             self._stack.push_async_callback(self._stop_watcher)
             secret = ServerSecret(self.rng.randbytes(32))  # throw-away: nothing outlives the test
@@ -116,7 +121,7 @@ class SimCloud:
                 )
             )
             username, password = getattr(self.broker, "credentials", (None, None))
-            tls = self.broker.device_tls("cloud")
+            tls = self.broker.device_tls(self.client_id)
             login = BrokerLogin(self.broker.host, self.broker.port, tls, username=username, password=password)
             handler = cloud_handler(
                 services,

@@ -221,7 +221,6 @@ class Sandbox:
             # Nobody else's cloud, cars or apps on that broker may see ours: a topic prefix of our own.
             own = f"tcu-sim-{_worker()}-{derive_seed(self.seed, self.name, secrets.token_hex(4)) % 16**8:08x}"
             self.topic_prefix = "/".join(p for p in (own, self.topic_prefix) if p)
-        client_id = f"cloud-{derive_seed(self.seed, self.name) % 16**8:08x}" if broker.shared else "cloud"
         self._cloud = await self._stack.enter_async_context(
             SimCloud(
                 broker,
@@ -229,7 +228,6 @@ class Sandbox:
                 self.directory / "cloud",
                 rng=random.Random(self.rng.getrandbits(64)),
                 topic_prefix=self.topic_prefix,
-                client_id=client_id,
                 config=self._cloud_config,
                 handler_config=self._handler_config,
                 registry_url=self._registry_url,

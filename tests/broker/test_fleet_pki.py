@@ -22,7 +22,9 @@ from broker.pki import (
     InvalidIdentityName,
     PKIStateError,
     UnknownIdentity,
+    cloud_identity,
     identity_kind,
+    operator_identity,
 )
 from tcu_sim.clock import VirtualClock
 from tcu_sim.protocol import generate_vin
@@ -219,3 +221,29 @@ def test_many_cars_share_one_loaded_ca(pki: FleetPKI) -> None:
     infos = pki.ensure_cars(vins)
     assert len({info.serial for info in infos}) == 50
     assert sorted(p.stem for p in (pki.directory / "cars").glob("*.crt")) == sorted(vins)
+
+
+def test_one_cloud_identity_per_cloud_process(pki: FleetPKI) -> None:
+    assert [cloud_identity(n) for n in (1, 2, 3)] == ["cloud", "cloud-2", "cloud-3"]
+    assert operator_identity(2) == "operator-2"
+    assert identity_kind("cloud-2") is IdentityKind.CLOUD
+    assert identity_kind("operator-8") is IdentityKind.OPERATOR
+    for name in ("cloud-1", "cloud-02", "cloud-p3", "cloudy"):
+        assert identity_kind(name) is IdentityKind.NAMED  # not a cloud process: no cloud rights
+    second = pki.ensure_cloud("cloud-2")
+    assert _cn(x509.load_pem_x509_certificate(second.paths.cert.read_bytes())) == "cloud-2"
+    assert second.paths != pki.ensure_cloud().paths
+    with pytest.raises(ValueError, match="not a cloud identity"):
+        pki.ensure_cloud("operator")
+    with pytest.raises(ValueError, match="identity number"):
+        cloud_identity(0)
+
+
+def test_operator_tools_lease_identities_of_their_own(pki: FleetPKI) -> None:
+    with pki.lease_operator(pool=3) as first, pki.lease_operator(pool=3) as second:
+        assert (first, second) == ("operator-2", "operator-3")
+        assert pki.paths(first).cert.exists()  # issued on demand
+        with pytest.raises(PKIStateError, match="in use"), pki.lease_operator(pool=3):
+            pass
+    with pki.lease_operator(pool=3) as again:
+        assert again == "operator-2"  # released at the end of the block

@@ -115,8 +115,8 @@ async def test_each_car_uses_its_own_topics(mosquitto: MosquittoBroker) -> None:
 async def test_cloud_shares_car_topics_between_instances(mosquitto: MosquittoBroker) -> None:
     shared = "$share/cloud/tcu/+/status"
     async with (
-        listening(mosquitto.client("cloud", identifier="cloud-1"), shared, name="cloud-1") as first,
-        listening(mosquitto.client("cloud", identifier="cloud-2"), shared, name="cloud-2") as second,
+        listening(mosquitto.client("cloud"), shared, name="cloud") as first,
+        listening(mosquitto.client("cloud-2"), shared, name="cloud-2") as second,
         mosquitto.client(CARS[0]) as car,
     ):
         for n in range(20):
@@ -223,6 +223,41 @@ async def test_services_cannot_publish_outside_their_rights(audited: MosquittoBr
         )
 
 
+async def test_every_cloud_and_operator_identity_has_its_roles_rights_only(audited: MosquittoBroker) -> None:
+    # T11: one certificate per cloud process (`cloud-2` ...) and per operator tool (`operator-2` ...), each
+    # with the rights of its role and no more; a name outside the pools (`cloud-9`, `cloud-p3`) has none.
+    vin = CARS[0]
+    async with listening(audited.client(AUDITOR), "#", name=AUDITOR) as auditor:
+        cloud_forbidden = [f"tcu/{vin}/{kind}" for kind in CAR_WRITES] + [f"sim/{vin}/control", "app/app-1/requests"]
+        for cloud in ("cloud-2", "cloud-8"):
+            await _assert_publishes_dropped(
+                audited, auditor, audited.client(cloud), cloud_forbidden, f"tcu/{vin}/commands"
+            )
+        operator_forbidden = [f"tcu/{vin}/commands", f"tcu/{vin}/status", "app/app-1/responses"]
+        for operator in ("operator-2", "operator-8"):
+            await _assert_publishes_dropped(
+                audited, auditor, audited.client(operator), operator_forbidden, f"sim/{vin}/control"
+            )
+        for outsider in ("cloud-9", "cloud-p3", "operator-9"):
+            # Its only "right" is the inert car pattern on its own name, used here as the marker.
+            await _assert_publishes_dropped(
+                audited, auditor, audited.client(outsider), [*cloud_forbidden, f"tcu/{vin}/commands",
+                f"sim/{vin}/control"], f"tcu/{outsider}/status"
+            )
+    async with (
+        listening(
+            audited.client("cloud-9"), "tcu/+/status", "tcu/cloud-9/commands", name="cloud-9"
+        ) as outsider_inbox,
+        listening(audited.client("cloud-2"), "tcu/+/status", name="cloud-2") as cloud_inbox,
+        audited.client(vin) as car,
+    ):
+        await car.publish(f"tcu/{vin}/status", FORBIDDEN, qos=1)
+        await cloud_inbox.wait_for(f"tcu/{vin}/status", FORBIDDEN, timeout=WAIT)  # cloud-2 reads the cars
+        await cloud_inbox.client.publish("tcu/cloud-9/commands", b"marker", qos=1)  # the outsider's inert topic
+        await outsider_inbox.wait_for("tcu/cloud-9/commands", b"marker", timeout=WAIT)
+        assert forbidden_in(outsider_inbox) == []
+
+
 # --- reading what one may not ----------------------------------------------------------------------------------
 
 
@@ -319,8 +354,8 @@ async def test_a_car_taking_over_another_cars_session_receives_nothing_of_it(mos
     victim, intruder = CARS[0], CARS[1]
     async with mosquitto.client(victim, protocol=V311, clean_session=False) as car:
         await car.subscribe(f"tcu/{victim}/commands", qos=1)
-    # The intruder connects with the victim's VIN as client id and resumes its session (Mosquitto allows it;
-    # the client id is not tied to the certificate on the device listener): the ACL still judges by username.
+    # The intruder connects with the victim's VIN as client id: the broker makes its client id its own CN (SPEC
+    # §7), so it gets its own session, and the ACL judges by username anyway (T10 in test_session_takeover.py).
     async with (
         mosquitto.client("cloud") as cloud,
         listening(

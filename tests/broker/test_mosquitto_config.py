@@ -36,16 +36,28 @@ DEVICE, APP = ListenerKind.DEVICE, ListenerKind.APP
 PUB, SUB, RECV = AclAction.PUBLISH, AclAction.SUBSCRIBE, AclAction.RECEIVE
 
 
+def _user_blocks(acl: str) -> dict[str, list[str]]:
+    blocks: dict[str, list[str]] = {}
+    for block in acl.split("\n\n")[1:]:
+        head, *lines = block.strip().splitlines()
+        blocks[head.removeprefix("user ")] = lines
+    return blocks
+
+
 def test_device_acl_file() -> None:
-    assert AclPolicy().render_device_acl().splitlines()[2:] == [
+    acl = AclPolicy().render_device_acl()
+    patterns = [line for line in acl.splitlines() if line.startswith("pattern ")]
+    for line in (
         "pattern write tcu/%u/status",
         "pattern write tcu/%u/events",
         "pattern write tcu/%u/results",
         "pattern write tcu/%u/connection",
         "pattern read tcu/%u/commands",
         "pattern read sim/%u/control",
-        "",
-        "user cloud",
+    ):
+        assert line in patterns
+    blocks = _user_blocks(acl)
+    assert blocks["cloud"] == [
         "topic read tcu/+/status",
         "topic read tcu/+/events",
         "topic read tcu/+/results",
@@ -54,11 +66,33 @@ def test_device_acl_file() -> None:
         "topic read app/+/requests",
         "topic write app/+/responses",
         "topic write app/+/events",
-        "",
-        "user operator",
-        "topic write sim/#",
-        "topic read tcu/+/connection",
     ]
+    assert "topic write sim/#" in blocks["operator"]
+    assert "topic read tcu/+/connection" in blocks["operator"]
+    # One certificate per cloud process and per operator tool (the client id is the CN): each its own block.
+    clouds = ["cloud", *(f"cloud-{n}" for n in range(2, 9))]
+    operators = ["operator", *(f"operator-{n}" for n in range(2, 9))]
+    assert list(blocks) == clouds + operators
+    assert all(blocks[name] == blocks["cloud"] for name in clouds)
+    assert all(blocks[name] == blocks["operator"] for name in operators)
+    assert list(_user_blocks(AclPolicy(clouds=2).render_device_acl()))[:3] == ["cloud", "cloud-2", "operator"]
+
+
+def test_cloud_identities_have_the_clouds_rights_and_no_more() -> None:
+    policy = AclPolicy(clouds=3)
+    assert policy.cloud_identities == ("cloud", "cloud-2", "cloud-3")
+    for name in policy.cloud_identities:
+        assert policy.allows(name, DEVICE, SUB, "tcu/+/status")
+        assert policy.allows(name, DEVICE, PUB, f"tcu/{CAR}/commands")
+    for name in ("cloud-4", "cloud-1", "cloud-02", "cloudy"):  # beyond the count, or not a cloud identity at all
+        assert not policy.allows(name, DEVICE, SUB, "tcu/+/status")
+        assert not policy.allows(name, DEVICE, PUB, f"tcu/{CAR}/commands")
+    assert not policy.allows("operator-2", DEVICE, PUB, f"tcu/{CAR}/commands")
+    assert policy.allows("operator-2", DEVICE, PUB, f"sim/{CAR}/control")
+    with pytest.raises(ValueError, match="clouds"):
+        AclPolicy(clouds=0)
+    with pytest.raises(ValueError, match="named identities"):
+        AclPolicy(named={"cloud-2": ()})  # a cloud identity's rights come from `clouds`, not from `named`
 
 
 def test_app_acl_file_uses_the_username_not_the_client_id() -> None:
@@ -240,7 +274,9 @@ def test_write_config(tmp_path: Path) -> None:
     ):
         assert expected in lines, expected
     device, app = text.split("listener 18884")
-    assert "use_username_as_clientid" not in device  # cloud instances need their own client ids
+    # SPEC §7: on the device listener the client id is the certificate's CN, whatever the CONNECT says.
+    assert device.index("use_identity_as_username true") < device.index("use_username_as_clientid true")
+    assert "use_username_as_clientid true" in app
     assert "require_certificate" not in app
     assert pki.crl_path.exists()  # Mosquitto refuses to start with a missing crlfile
     assert files.persistence_dir.is_dir()

@@ -304,7 +304,8 @@ async def cloud_world(broker: MosquittoBroker, config: FleetConfig, workdir: Pat
                 runner = FleetRunner(cars, state=state, broker=BrokerUrl(broker.host, broker.port, True),
                                      clock=clock, tls_for=broker.ssl_context, backoff=Backoff(base_s=0.05, cap_s=0.5),
                                      faults=faults, on_event=on_event)
-                async with broker.client("cloud", identifier="faults-observer") as cloud:
+                # The handler is `cloud`; the observer needs a cloud identity of its own (client id = CN).
+                async with broker.client("cloud-2") as cloud:
                     await cloud.subscribe("tcu/+/status", qos=1)
                     async with Inbox(cloud, name="cloud") as inbox, runner:
                         await runner.wait_all_online(WAIT)

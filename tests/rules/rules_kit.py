@@ -211,7 +211,17 @@ async def wait_enrolment(cloud: SimCloud, vin: str, user: SimUser, state: Enrolm
 @contextlib.asynccontextmanager
 async def second_cloud(sandbox: Sandbox, registry_url: str, config: HandlerConfig) -> AsyncIterator[CloudHandler]:
     """Another cloud process beside the sandbox's: its own MQTT client, domain services and workers, the same
-    registry, server secret, signing key and fleet keys (what a scaled-out cloud shares)."""
+    registry, server secret, signing key and fleet keys (what a scaled-out cloud shares), and a certificate of its
+    own (`cloud-2`, ...: the client id is the certificate's CN, SPEC §7)."""
+    with sandbox.broker.lease_cloud() as identity:
+        async with _cloud_handler(sandbox, registry_url, config, identity) as handler:
+            yield handler
+
+
+@contextlib.asynccontextmanager
+async def _cloud_handler(
+    sandbox: Sandbox, registry_url: str, config: HandlerConfig, identity: str
+) -> AsyncIterator[CloudHandler]:
     first = sandbox.cloud
     async with open_registry(registry_url, pool_size=2) as registry:
         services = CloudServices(
@@ -223,14 +233,14 @@ async def second_cloud(sandbox: Sandbox, registry_url: str, config: HandlerConfi
             passwords=PasswordHasher.for_tests(),
         )
         handler = CloudHandler(
-            config.model_copy(update={"client_id": "cloud-2", "topic_prefix": first.topic_prefix}),
+            config.model_copy(update={"client_id": identity, "topic_prefix": first.topic_prefix}),
             services,
             sandbox.clock,
             host=sandbox.broker.host,
             port=sandbox.broker.port,
             cloud_key=first.cloud_key,
             fleet_keys=first.fleet_keys,
-            tls_context=sandbox.broker.device_tls("cloud"),
+            tls_context=sandbox.broker.device_tls(identity),
             rng=random.Random(3),
         )
         async with handler:

@@ -57,9 +57,11 @@ async def test_r18_the_cloud_sends_only_commands_it_signed_and_acts_only_on_car_
     )
     unsigned = encode_json({"command_id": "cmd-unsigned", "op": "unlock", "params": {}})
     results = cloud.stats.applied["results"]
-    async with mqtt_broker.client("cloud", identifier="not-the-cloud") as attacker:
-        await attacker.publish(topics.commands(leon.vin), forged.encode(), qos=1)
-        await attacker.publish(topics.commands(leon.vin), unsigned, qos=1)
+    # A cloud certificate of its own: the client id is the CN, and `cloud` is the running cloud's (SPEC §7).
+    with mqtt_broker.lease_cloud() as stolen:
+        async with mqtt_broker.client(stolen) as attacker:
+            await attacker.publish(topics.commands(leon.vin), forged.encode(), qos=1)
+            await attacker.publish(topics.commands(leon.vin), unsigned, qos=1)
     await cloud_handled(cloud, lambda s: s.applied["results"] >= results + 2)  # the car's replies, taken in
     assert leon.session.stats.rejected_by_reason == {"bad_signature": 1, "malformed": 1}
     assert leon.status().locked is True
