@@ -95,6 +95,9 @@ def main(
     if json_path is not None:
         report.write_json(json_path)
         click.echo(f"figures saved to {json_path}")
+        from tcu_sim.bench._plot import save_bench_plot  # matplotlib only when figures are saved
+
+        click.echo(f"curves drawn in {save_bench_plot(json_path, report.as_dict())}")
     if report.errors:
         sys.exit(1)
 

@@ -12,6 +12,7 @@ from pathlib import Path
 import click
 
 from broker.mosquitto import MosquittoBroker, MosquittoError
+from tcu_sim.events import CarConnection, CommandChanged, Event, FaultChanged
 from tcu_sim.faults import BrokerControl, ProxyMode
 from tcu_sim.fleet import FleetConfigError, format_duration
 from tcu_sim.scenario import Scenario, ScenarioOptions, ScenarioReport, ScenarioRunner
@@ -61,6 +62,8 @@ def validate_command(files: tuple[Path, ...]) -> None:
               help="Write JUnit XML here (one test case per expectation).")
 @click.option("--report", "report_path", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="Also write the readable report here.")
+@click.option("--report-html", "report_html_path", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="Also write an HTML report with a picture: faults, cars online and command outcomes over time.")
 @click.option("--time-scale", type=click.FloatRange(min=1), default=30.0, show_default=True,
               help="Clock seconds per real second.")
 @click.option("--proxy", type=click.Choice([m.value for m in ProxyMode]), default="car", show_default=True,
@@ -73,6 +76,7 @@ def run_command(
     file: Path,
     junit_path: Path | None,
     report_path: Path | None,
+    report_html_path: Path | None,
     time_scale: float,
     proxy: str,
     workdir: Path | None,
@@ -87,8 +91,9 @@ def run_command(
     options = ScenarioOptions(time_scale=time_scale, proxy=ProxyMode(proxy))
     directory = workdir or Path(tempfile.mkdtemp(prefix=f"tcu-sim-{loaded.name}-"))
     directory.mkdir(parents=True, exist_ok=True)
+    timeline: list[Event] = []  # what cloud, fleet and faults reported: the picture of --report-html
     try:
-        report = asyncio.run(_run(loaded, directory, options))
+        report = asyncio.run(_run(loaded, directory, options, timeline))
     finally:
         if not keep and workdir is None:
             shutil.rmtree(directory, ignore_errors=True)
@@ -98,13 +103,18 @@ def run_command(
         report_path.write_text(text, encoding="utf-8")
     if junit_path is not None:
         junit_path.write_text(report.junit_xml(), encoding="utf-8")
+    if report_html_path is not None:
+        from tcu_sim.scenario import report_html, timeline_png  # matplotlib only when a picture is asked for
+
+        png = timeline_png(timeline, title=f"scenario {loaded.name}", cars=loaded.config.car_count)
+        report_html_path.write_text(report_html(report, png), encoding="utf-8")
     if keep or workdir is not None:
         click.echo(f"work directory: {directory}", err=True)
     if not report.passed:
         raise SystemExit(1)
 
 
-async def _run(loaded: Scenario, directory: Path, options: ScenarioOptions) -> ScenarioReport:
+async def _run(loaded: Scenario, directory: Path, options: ScenarioOptions, timeline: list[Event]) -> ScenarioReport:
     from broker.pki import FleetPKI
 
     pki = FleetPKI(directory / "pki")
@@ -119,6 +129,9 @@ async def _run(loaded: Scenario, directory: Path, options: ScenarioOptions) -> S
             runner = ScenarioRunner(loaded, broker, directory / "run", options)
             control = BrokerControl(broker, directory / "broker.sock", events=runner.events, clock=runner.clock)
             await stack.enter_async_context(control)
-            return await runner.run()
+            with runner.events.subscribe(FaultChanged, CarConnection, CommandChanged, buffer=1_000_000) as seen:
+                report = await runner.run()
+                timeline.extend(seen.drain())
+            return report
     except MosquittoError as exc:
         raise click.ClickException(f"cannot start Mosquitto for the scenario: {exc}".splitlines()[0]) from None

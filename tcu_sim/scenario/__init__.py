@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from ._expect import DEFAULT_WITHIN_S, Expectation, ExpectKind, parse_expectation
 from ._observe import CloudObserver, Handled, token_claims
+from ._plot import report_html, timeline_png
 from ._report import CarSummary, CloudSummary, ExpectationResult, ScenarioReport, StepRecord
 from ._run import ScenarioOptions, ScenarioRunner
 from ._scenario import AppParams, AttackParams, Scenario, ScenarioStepPlan, load_scenario, parse_scenario
@@ -36,5 +37,7 @@ __all__ = [
     "load_scenario",
     "parse_expectation",
     "parse_scenario",
+    "report_html",
+    "timeline_png",
     "token_claims",
 ]
