@@ -11,8 +11,10 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
+from click.testing import CliRunner
 from prometheus_client.parser import text_string_to_metric_families
 
+from tcu_sim.cli import cli
 from tcu_sim.events import CarConnection, CommandChanged, FaultChanged
 from tcu_sim.metrics import METRIC_NAMES, Metrics
 from tcu_sim.testing import Sandbox, SimCar, SimCloud, SimFaults, SimFleet, SimUser
@@ -122,3 +124,13 @@ def test_the_grafana_dashboard_names_only_exported_metrics() -> None:
         for name in names:
             base = next((name.removesuffix(s) for s in suffixes if name.endswith(s)), name)
             assert base in METRIC_NAMES, f"{name} is not exported"
+
+
+def test_the_readme_lists_every_metric_and_its_commands_exist() -> None:
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text(encoding="utf-8")
+    listed = set(re.findall(r"`(tcu_sim_[a-z_]+)`", readme))
+    assert listed == set(METRIC_NAMES)
+    runner = CliRunner()
+    for command in (["up"], ["cloud", "run"], ["fleet", "run"]):
+        assert "--metrics PORT" in runner.invoke(cli, [*command, "--help"]).output
+    assert "--report-html" in runner.invoke(cli, ["scenario", "run", "--help"]).output
