@@ -106,6 +106,7 @@ class Dashboard:
         self.api = api
         self.operator_token = operator_token
         self.flush_s = flush_s
+        self._last: dict[str, str] = {}  # vin -> its newest command step, from the event stream
         self.app: ASGIApp = _Guard(self._build(), operator_token)
 
     def __repr__(self) -> str:
@@ -129,6 +130,7 @@ class Dashboard:
         doors = snap.doors.model_dump(mode="json")
         windows = snap.windows.model_dump(mode="json")
         last = stack.commands.last_for(vin)
+        last_line = self._last.get(vin) or (f"{last.op} {last.state.value}" if last is not None else "")
         position = session.vehicle.position
         return {
             "vin": vin,
@@ -147,7 +149,7 @@ class Dashboard:
             "lon": position[1],
             "faults": _faults(runner.faults, session, stack.clock),
             "users": (users if users is not None else self._users()).get(vin, ""),
-            "last_command": f"{last.op} {last.state.value}" if last is not None else "",
+            "last_command": last_line,
         }
 
     def header(self) -> dict[str, Any]:
@@ -372,6 +374,7 @@ class Dashboard:
         elif isinstance(event, FaultChanged) and event.target in self.stack.fleet.sessions:
             dirty.add(event.target)
         if isinstance(event, CommandChanged):
+            self._last[event.vin] = f"{event.op} {event.state}"
             line = f"{event.op} {event.vin}: {event.state}" + (f" ({event.reason})" if event.reason else "")
             return _sse("command", {"command_id": event.command_id, "vin": event.vin, "op": event.op,
                                     "state": event.state, "reason": event.reason, "line": line})
