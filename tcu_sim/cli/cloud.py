@@ -18,6 +18,7 @@ import contextlib
 import os
 import secrets
 import signal
+import ssl
 from collections.abc import Awaitable, Callable, Coroutine
 from datetime import UTC, datetime
 from pathlib import Path
@@ -25,9 +26,16 @@ from typing import Any, TypeVar
 
 import click
 
+from broker.cloud import CloudConfig, ManifestError, ServerSecret, read_manifest
+from broker.handler import HandlerConfig
+from broker.pki import IdentityKind, InvalidIdentityName, identity_kind
+from broker.registry import AuditRecord, MailRecord, Registry, RegistryError, VehicleRecord, open_registry
+from broker.runtime import BrokerLogin, CloudKeys, CloudSite, open_cloud
 from tcu_sim.cli._broker_url import BrokerUrl, parse_broker_url, tls_context
 from tcu_sim.cli._metrics import metrics_option, serve_metrics
+from tcu_sim.clock import SystemClock
 from tcu_sim.events import EventStream
+from tcu_sim.fleet import StateDir, StateDirError
 
 __all__ = ["cloud", "load_server_secret", "vehicle_records"]
 
@@ -68,12 +76,9 @@ def load_server_secret(path: Path) -> bytes:
     return data
 
 
-def vehicle_records(state_dir: Path) -> tuple[list[Any], str]:
+def vehicle_records(state_dir: Path) -> tuple[list[VehicleRecord], str]:
     """The registry's vehicle records from the state's manifest (`broker.cloud.read_manifest`: the free licence
     year starts at midnight UTC of the registration day), and the fleet's topic prefix."""
-    from broker.cloud import ManifestError, read_manifest
-    from tcu_sim.fleet import StateDir
-
     path = StateDir(state_dir).manifest_path
     if not path.is_file():
         raise click.ClickException(
@@ -102,9 +107,7 @@ def _run(coro: Coroutine[Any, Any, None]) -> None:
     asyncio.run(guarded())
 
 
-def _with_registry(db_url: str, job: Callable[[Any], Awaitable[T]]) -> T:
-    from broker.registry import RegistryError, open_registry
-
+def _with_registry(db_url: str, job: Callable[[Registry], Awaitable[T]]) -> T:
     async def main() -> T:
         async with open_registry(db_url) as registry:
             return await job(registry)
@@ -169,14 +172,6 @@ def run_command(
     verify_processes: int,
 ) -> None:
     """Run the cloud against --broker until Ctrl-C: verify and apply what cars send, answer apps, send commands."""
-    # Imported when the command runs: `tcu-sim --help` and the other commands stay quick to start.
-    from broker.cloud import CloudConfig, ServerSecret
-    from broker.handler import HandlerConfig
-    from broker.registry import RegistryError
-    from broker.runtime import BrokerLogin, CloudKeys, CloudSite, open_cloud
-    from tcu_sim.clock import SystemClock
-    from tcu_sim.fleet import StateDir, StateDirError
-
     broker = parse_broker_url(broker_url)
     state = StateDir(state_dir)
     try:
@@ -233,14 +228,12 @@ def run_command(
 
 def _cloud_tls(
     broker: BrokerUrl, state_dir: Path, ca: Path | None, cert: Path | None, key: Path | None, client_id: str
-) -> Any:
+) -> ssl.SSLContext | None:
     if not broker.tls:
         return None
     if cert is None or key is None:
         # The broker makes the client id the certificate's CN (SPEC §7): cloud process `cloud-2` needs the
         # `cloud-2` certificate, or it would replace the connection of the process holding `cloud`.
-        from broker.pki import IdentityKind, InvalidIdentityName, identity_kind
-
         try:
             is_cloud = identity_kind(client_id) is IdentityKind.CLOUD
         except InvalidIdentityName:
@@ -270,15 +263,14 @@ def _cloud_tls(
 def audit_command(db_url: str | None, state_dir: Path, limit: int, vin: str | None, email: str | None) -> None:
     """Print the newest entries of the cloud's audit log (oldest first)."""
 
-    async def job(registry: Any) -> list[Any]:
+    async def job(registry: Registry) -> list[AuditRecord]:
         user_id = None
         if email is not None:
             user = await registry.get_user_by_email(email)
             if user is None:
                 raise click.ClickException(f"{email}: no such user")
             user_id = user.id
-        entries: list[Any] = await registry.list_audit(limit=limit, user_id=user_id, vin=vin)
-        return entries
+        return await registry.list_audit(limit=limit, user_id=user_id, vin=vin)
 
     entries = _with_registry(_db_url(db_url, state_dir), job)
     for e in entries:
@@ -297,9 +289,8 @@ def audit_command(db_url: str | None, state_dir: Path, limit: int, vin: str | No
 def mailbox_command(email: str, db_url: str | None, state_dir: Path) -> None:
     """Print the simulated e-mails sent to EMAIL (verification links, notices), oldest first."""
 
-    async def job(registry: Any) -> list[Any]:
-        mails: list[Any] = await registry.list_mail(email)
-        return mails
+    async def job(registry: Registry) -> list[MailRecord]:
+        return await registry.list_mail(email)
 
     mails = _with_registry(_db_url(db_url, state_dir), job)
     for m in mails:

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import signal
 import time
 from collections.abc import Coroutine
 from pathlib import Path
@@ -11,18 +14,22 @@ import click
 
 from tcu_sim.cli._metrics import metrics_option, serve_metrics
 from tcu_sim.clock import SystemClock
+from tcu_sim.faults import FleetFaults
 from tcu_sim.fleet import (
     FleetConfig,
     FleetConfigError,
     FleetError,
+    FleetRunner,
     Shard,
     StateDir,
     expand_fleet,
     fleet_schema_json,
     load_fleet,
+    parse_broker_urls,
     parse_shard,
     provision,
     raise_open_files_limit,
+    select_shard,
 )
 
 __all__ = ["SHARD", "ShardParamType", "fleet", "load_fleet_or_fail"]
@@ -172,11 +179,6 @@ def run_command(
     metrics_port: int | None,
 ) -> None:
     """Bring up every car of FILE (or of its --shard) against --broker, until Ctrl-C."""
-    import asyncio
-
-    from tcu_sim.faults import FleetFaults
-    from tcu_sim.fleet import FleetRunner, parse_broker_urls, select_shard
-
     config = load_fleet_or_fail(file)
     if broker_url is None and not config.brokers:
         raise click.UsageError("no broker: give --broker URL[,URL...] or `brokers:` in the fleet file")
@@ -223,10 +225,6 @@ def run_command(
 
 def _run_until_signal(coro: Coroutine[Any, Any, None]) -> None:
     """Run `coro` until it ends, Ctrl-C or SIGTERM; exit cleanly (contexts closed) on either signal."""
-    import asyncio
-    import contextlib
-    import signal
-
     async def guarded() -> None:
         task = asyncio.current_task()
         assert task is not None

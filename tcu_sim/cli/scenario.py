@@ -12,10 +12,11 @@ from pathlib import Path
 import click
 
 from broker.mosquitto import MosquittoBroker, MosquittoError
+from broker.pki import FleetPKI
 from tcu_sim.events import CarConnection, CommandChanged, Event, FaultChanged
 from tcu_sim.faults import BrokerControl, ProxyMode
 from tcu_sim.fleet import FleetConfigError, format_duration
-from tcu_sim.scenario import Scenario, ScenarioOptions, ScenarioReport, ScenarioRunner
+from tcu_sim.scenario import Scenario, ScenarioOptions, ScenarioReport, ScenarioRunner, load_scenario
 
 __all__ = ["scenario"]
 
@@ -30,8 +31,6 @@ _FILE = click.Path(exists=True, dir_okay=False, path_type=Path)
 
 
 def _load(file: Path) -> Scenario:
-    from tcu_sim.scenario import load_scenario
-
     try:
         return load_scenario(file)
     except FleetConfigError as exc:
@@ -115,8 +114,6 @@ def run_command(
 
 
 async def _run(loaded: Scenario, directory: Path, options: ScenarioOptions, timeline: list[Event]) -> ScenarioReport:
-    from broker.pki import FleetPKI
-
     pki = FleetPKI(directory / "pki")
     pki.ensure_ca()
     pki.ensure_server()

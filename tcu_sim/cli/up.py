@@ -27,6 +27,7 @@ import structlog
 
 from tcu_sim.cli._http import HttpChoice, http_choice, http_options, start_dashboard
 from tcu_sim.cli._metrics import metrics_option, serve_metrics
+from tcu_sim.cli.fleet import load_fleet_or_fail
 from tcu_sim.fleet import FleetConfig, UserRole
 from tcu_sim.logging import configure_logging, redact_secrets
 from tcu_sim.stack import (
@@ -147,8 +148,6 @@ def up(
 ) -> None:
     """Start broker, cloud and the fleet of FLEET_FILE (default fleet_configs/demo.yaml), set up its users, and
     show the fleet live until Ctrl-C. State is kept in .tcu-sim/<fleet name> for the next run."""
-    from tcu_sim.cli.fleet import load_fleet_or_fail
-
     if fleet_file is None:
         if not _DEFAULT_FLEET.is_file():
             raise click.UsageError(f"no FLEET_FILE given and no {_DEFAULT_FLEET} in {Path.cwd()}")

@@ -38,7 +38,7 @@ from collections import deque
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import Any, Protocol
 
 import structlog
 
@@ -49,6 +49,7 @@ from tcu_sim.fleet import (
     ConnectivityProfile,
     FleetConfig,
     FleetError,
+    FleetRunner,
     OutageDistribution,
     ScenarioAction,
     ScenarioStep,
@@ -86,9 +87,6 @@ from ._spec import (
     fault_for_step,
     parse_fault,
 )
-
-if TYPE_CHECKING:
-    from tcu_sim.fleet import FleetRunner
 
 __all__ = [
     "CarFaults",

@@ -27,7 +27,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
 
-from tcu_sim.fleet import Duration, OutageDistribution, ScenarioAction, ScenarioStep
+from tcu_sim.fleet import Duration, OutageDistribution, ScenarioAction, ScenarioStep, format_duration
 
 from ._errors import FaultSpecError
 
@@ -371,6 +371,4 @@ def describe_fault(fault: CarFault) -> str:
 
 
 def _s(seconds: float) -> str:
-    from tcu_sim.fleet import format_duration
-
     return format_duration(seconds)

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Protocol
 
 from tcu_sim.transport import BrokerAddress, FaultHandler
 
-if TYPE_CHECKING:
+if TYPE_CHECKING:  # type only: `_runner` imports this module (a FleetRunner takes a FleetHook)
     from tcu_sim.fleet._runner import FleetRunner
 
 __all__ = ["FleetHook", "NoHook"]

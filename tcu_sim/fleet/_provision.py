@@ -18,6 +18,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from broker.pki import CLOUD, OPERATOR, SERVER, FleetPKI, PKIError
 from tcu_sim.clock import Clock
 from tcu_sim.fleet._config import FleetConfig
 from tcu_sim.fleet._errors import StateDirError
@@ -131,20 +132,10 @@ def issue_certificates(
 ) -> tuple[int | None, str | None]:
     """Make sure `<state>/pki` holds the fleet CA and the broker, cloud, operator and per-car certificates.
 
-    Idempotent (`FleetPKI.ensure_*`): what is on disk is kept. Returns (certificates issued in this call, note);
-    (None, note) when `broker.pki` cannot be imported. `clock` dates the certificates: None means real time,
+    Idempotent (`FleetPKI.ensure_*`): what is on disk is kept. Returns (certificates issued in this call, None:
+    no note, the PKI is always at hand). `clock` dates the certificates: None means real time,
     which is what a real broker checks them against.
     """
-    try:
-        from broker.pki import (
-            CLOUD,
-            OPERATOR,
-            SERVER,
-            FleetPKI,
-            PKIError,
-        )  # the PKI lives with the broker set-up; import only when used
-    except ImportError as exc:
-        return None, f"broker.pki is not available ({exc}): no mTLS certificates were issued"
     pki = FleetPKI(state.pki_dir, clock)
     names = [SERVER, CLOUD, OPERATOR, *vins]
     try:

@@ -9,11 +9,12 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 from urllib.parse import unquote, urlsplit
 
 import structlog
 
+from broker.pki import FleetPKI
 from tcu_sim._aio import cancel_and_wait
 from tcu_sim.clock import Clock
 from tcu_sim.events import EventStream
@@ -31,9 +32,6 @@ from tcu_sim.transport import (
     TcuSession,
 )
 from tcu_sim.vehicle import Vehicle
-
-if TYPE_CHECKING:
-    from broker.pki import FleetPKI
 
 __all__ = ["BrokerUrl", "FleetRunner", "car_tls_context", "parse_broker_url", "parse_broker_urls"]
 
@@ -165,8 +163,6 @@ class FleetRunner:
         return f"FleetRunner(cars={len(self.cars)}, online={online}, broker={self.broker})"
 
     def _pki_tls(self, vin: str) -> ClientCertificate:
-        from broker.pki import FleetPKI  # the fleet PKI lives with the broker set-up
-
         if self._pki is None:
             self._pki = FleetPKI(self.state.pki_dir)
             self._ca_cert = str(self._pki.ca_cert_path)

@@ -28,18 +28,17 @@ from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Final
+from typing import Any, Final
 
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 from pydantic import BaseModel
 
+from tcu_sim.clock import Clock
+
 from ._errors import ProtocolError, RefusalReason
 from ._json import decode_json, encode_json
-
-if TYPE_CHECKING:
-    from tcu_sim.clock import Clock
 
 __all__ = [
     "CLOUD",

@@ -29,16 +29,14 @@ from urllib.parse import unquote, urlsplit
 import aiomqtt
 
 from broker.launch import BrokerKind
-from broker.mosquitto import AclPolicy
-from broker.pki import cloud_identity
+from broker.mosquitto import AclPolicy, MosquittoBroker, MosquittoError, free_ports
+from broker.pki import FleetPKI, cloud_identity
 
 from ._errors import HarnessSetupError, NotSupported
 from ._loopthread import LoopThread
 
 if TYPE_CHECKING:
     from broker.embedded import EmbeddedBroker
-    from broker.mosquitto import MosquittoBroker
-    from broker.pki import FleetPKI
 
 __all__ = ["AppLogin", "BrokerKind", "SimBroker"]
 
@@ -266,8 +264,6 @@ class MosquittoSimBroker(SimBroker):
         binary: Path | None,
         start_timeout: float,
     ) -> MosquittoSimBroker:
-        from broker.mosquitto import MosquittoBroker, MosquittoError
-
         users = [f"app-{n}" for n in range(1, _APP_POOL + 1)]
         thread = LoopThread(f"tcu-sim-mosquitto[{directory.name}]")
         broker = MosquittoBroker(
@@ -355,8 +351,7 @@ class EmbeddedSimBroker(SimBroker):
 
     @classmethod
     def start_new(cls, pki: FleetPKI, *, topic_prefix: str, shared: bool, start_timeout: float) -> EmbeddedSimBroker:
-        from broker.embedded import EmbeddedBroker
-        from broker.mosquitto import free_ports
+        from broker.embedded import EmbeddedBroker  # amqtt is slow to import: only when the embedded broker runs
 
         passwords = {f"app-{n}": secrets.token_urlsafe(18) for n in range(1, _APP_POOL + 1)}
         thread = LoopThread("tcu-sim-embedded-broker")

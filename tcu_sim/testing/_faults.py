@@ -14,11 +14,11 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
+from tcu_sim.faults import CarFault, FleetFaults, Injection, parse_fault
+
 from ._errors import HarnessSetupError, NotSupported, WaitTimeout
 
 if TYPE_CHECKING:
-    from tcu_sim.faults import CarFault, FleetFaults, Injection
-
     from ._brokers import SimBroker
     from ._cloud import SimCloud
     from ._fleet import SimCar, SimFleet
@@ -78,8 +78,6 @@ class SimFaults:
         """Apply any car fault of `tcu_sim.faults` (`{"kind": "flaky", ...}`, `{"kind": "clock_skew", ...}`,
         or a fault model); False when the layer refused it or it repeated an id. Transport faults (latency,
         black_hole, ...) need the fleet started with a fault proxy (`proxy="car"` or `"group"`)."""
-        from tcu_sim.faults import parse_fault
-
         layer = self.layer
         if layer is None:
             raise NotSupported("this fleet runs without a fault layer (tcu_sim.faults); only offline/online work")

@@ -24,10 +24,12 @@ import aiomqtt
 
 from broker.cloud import load_manifest
 from tcu_sim.events import EventStream
-from tcu_sim.faults import FleetFaults, ProxyMode
+from tcu_sim.faults import CarFaults, FleetFaults, ProxyMode
 from tcu_sim.fleet import (
     BrokerUrl,
+    CarSpec,
     ConnectivityProfile,
+    FleetConfig,
     FleetError,
     FleetRunner,
     StateDir,
@@ -36,17 +38,13 @@ from tcu_sim.fleet import (
     select_cars,
 )
 from tcu_sim.protocol import ControlAction, ControlMessage, ProtocolError, StatusSnapshot, encode_json, parse_body
-from tcu_sim.transport import Backoff
+from tcu_sim.transport import Backoff, TcuSession
+from tcu_sim.vehicle import Vehicle
 
 from ._describe import at, describe_conditions, describe_status, status_value
 from ._errors import CarControlRefused, HarnessSetupError, WaitTimeout
 
 if TYPE_CHECKING:
-    from tcu_sim.faults import CarFaults
-    from tcu_sim.fleet import CarSpec, FleetConfig
-    from tcu_sim.transport import TcuSession
-    from tcu_sim.vehicle import Vehicle
-
     from ._brokers import SimBroker
     from ._clock import SimClock
     from ._cloud import SimCloud

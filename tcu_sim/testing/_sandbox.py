@@ -33,9 +33,13 @@ from pathlib import Path
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Self
 
+import yaml
+
 from broker.launch import select_broker
 from broker.mosquitto import MosquittoNotFound
+from broker.pki import FleetPKI
 from tcu_sim.events import EventStream
+from tcu_sim.fleet import FleetConfig, FleetConfigError, load_fleet, parse_fleet
 
 from ._brokers import BrokerKind, SimBroker
 from ._clock import SimClock
@@ -48,7 +52,6 @@ from ._user import DEFAULT_PASSWORD, DEFAULT_SPIN, SimUser
 if TYPE_CHECKING:
     from broker.cloud import CloudConfig
     from broker.handler import HandlerConfig
-    from tcu_sim.fleet import FleetConfig
 
 __all__ = ["DEFAULT_FLEET", "Sandbox", "derive_seed", "resolve_fleet"]
 
@@ -85,10 +88,6 @@ def resolve_fleet(source: Any, *, seed: int = 0, base: Path | None = None) -> Fl
     Relative paths are looked up under `base` first. A bad file raises `HarnessSetupError` with the file, the
     line and the path inside it.
     """
-    import yaml
-
-    from tcu_sim.fleet import FleetConfig, FleetConfigError, load_fleet, parse_fleet
-
     try:
         if source is None:
             return parse_fleet(DEFAULT_FLEET.format(seed=seed), source="<default fleet>")
@@ -243,8 +242,6 @@ class Sandbox:
             raise HarnessSetupError(f"Mosquitto did not start: {exc}") from None
         if selected.kind is BrokerKind.EXTERNAL:
             return SimBroker.open(BrokerKind.EXTERNAL, url=selected.url, topic_prefix=self._topic_prefix)
-        from broker.pki import FleetPKI
-
         pki = FleetPKI(self.directory / "pki")
         pki.ensure_ca()
         return SimBroker.open(

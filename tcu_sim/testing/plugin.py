@@ -39,27 +39,30 @@ from typing import TYPE_CHECKING, Any, Literal, TypeVar, cast
 
 import pytest
 
+from broker.cloud import CloudConfig
+from broker.launch import BrokerChoice, BrokerKind, select_broker
+from broker.mosquitto import MosquittoBroker, find_mosquitto, free_ports
+from broker.pki import FleetPKI
+from tcu_sim.fleet import FleetConfig
+
+from ._brokers import SimBroker
+from ._clock import SimClock
+from ._cloud import SimCloud
+from ._errors import HarnessError, HarnessSetupError
 from ._factories import AppUserFactory, FleetFactory
+from ._faults import SimFaults
+from ._fleet import SimCar, SimFleet
+from ._sandbox import Sandbox, resolve_fleet
+from ._user import SimUser
 
 try:
     import pytest_asyncio
 except ImportError:  # tcu-sim installed without its test extras: keep every other pytest run working
     pytest_asyncio = None  # type: ignore[assignment]  # checked in async_fixture()
 
-if TYPE_CHECKING:  # imported lazily below: a broken import here would break every pytest run in the venv
-    from broker.cloud import CloudConfig
+if TYPE_CHECKING:  # imported where used: amqtt is slow to import, and only `amqtt_broker` needs it
     from broker.embedded import EmbeddedBroker
-    from broker.mosquitto import MosquittoBroker
-    from broker.pki import FleetPKI
-    from tcu_sim.fleet import FleetConfig
 
-    from ._brokers import SimBroker
-    from ._clock import SimClock
-    from ._cloud import SimCloud
-    from ._faults import SimFaults
-    from ._fleet import SimCar, SimFleet
-    from ._sandbox import Sandbox
-    from ._user import SimUser
 
 __all__ = [
     "TEST_APP_USERS",
@@ -220,7 +223,6 @@ def _in_ci() -> bool:
 
 def require_mosquitto() -> Path:
     """The mosquitto binary; otherwise skip the test loudly, or fail it when CI=true."""
-    from broker.mosquitto import find_mosquitto
 
     binary = find_mosquitto()
     if binary is not None:
@@ -280,11 +282,7 @@ def mqtt_broker(
 ) -> Iterator[SimBroker]:
     """The broker of the tcu-sim fixtures (`--tcu-broker`, scope `--tcu-scope`): a `SimBroker` with `host`,
     `port`, `url`, `device_tls(identity)`, `client(identity)`, `new_app_login()`, `stop/kill/start()`."""
-    from broker.launch import BrokerChoice, BrokerKind, select_broker
-    from broker.pki import FleetPKI
 
-    from ._brokers import SimBroker
-    from ._errors import HarnessSetupError
 
     settings = tcu_settings_of(request.config)
     if settings.broker == BrokerChoice.MOSQUITTO:
@@ -322,7 +320,6 @@ def mqtt_broker(
 def tcu_clock() -> SimClock:
     """The `SimClock` of the test's sandbox (what `clock` hands out; a project's own `clock` fixture does not
     replace it)."""
-    from ._clock import SimClock
 
     return SimClock()
 
@@ -351,8 +348,6 @@ async def tcu_sandbox(
     tmp_path: Path,
 ) -> AsyncIterator[Sandbox]:
     """The `Sandbox` behind `cloud`, `fleet`, `app_user` and `faults`: the cloud runs once this is set up."""
-    from ._errors import HarnessSetupError
-    from ._sandbox import Sandbox
 
     settings = tcu_settings_of(request.config)
     sandbox = Sandbox(
@@ -397,8 +392,6 @@ def _fleet_marker(request: pytest.FixtureRequest) -> tuple[Any, dict[str, Any]]:
 def tcu_fleet_config(request: pytest.FixtureRequest, tcu_seed: int) -> FleetConfig:
     """The fleet of the `fleet` fixture: `@pytest.mark.tcu_fleet(...)`, else `--tcu-fleet`, else the default
     fleet (a Leon, which enrols by two-key verification, and a radio Ateca, which enrols by pairing code)."""
-    from ._errors import HarnessSetupError
-    from ._sandbox import resolve_fleet
 
     source, _ = _fleet_marker(request)
     base = Path(request.node.path).parent
@@ -427,7 +420,6 @@ def fleet_factory(request: pytest.FixtureRequest, tcu_sandbox: Sandbox) -> Fleet
 @async_fixture
 async def fleet(request: pytest.FixtureRequest, tcu_sandbox: Sandbox, tcu_fleet_config: FleetConfig) -> SimFleet:
     """The test's fleet (see `tcu_fleet_config`), running: every car that starts with a signal is online."""
-    from ._errors import HarnessError
 
     _, options = _fleet_marker(request)
     try:
@@ -469,7 +461,6 @@ def faults(tcu_sandbox: Sandbox, fleet: SimFleet) -> SimFaults:
 @pytest.fixture(scope="session")
 def mqtt_pki(tmp_path_factory: pytest.TempPathFactory) -> FleetPKI:
     """A fleet PKI for this test session (per xdist worker): CA, broker, cloud and operator certificates."""
-    from broker.pki import FleetPKI
 
     pki = FleetPKI(tmp_path_factory.mktemp("fleet-pki"))
     pki.ensure_ca()
@@ -482,7 +473,6 @@ def mqtt_pki(tmp_path_factory: pytest.TempPathFactory) -> FleetPKI:
 @async_fixture
 async def mosquitto(mqtt_pki: FleetPKI, tmp_path: Path) -> AsyncIterator[MosquittoBroker]:
     """A running Mosquitto with the tcu-sim configuration, stopped after the test."""
-    from broker.mosquitto import MosquittoBroker
 
     binary = require_mosquitto()
     async with MosquittoBroker(tmp_path / "mosquitto", mqtt_pki, app_users=TEST_APP_USERS, binary=binary) as broker:
@@ -492,7 +482,6 @@ async def mosquitto(mqtt_pki: FleetPKI, tmp_path: Path) -> AsyncIterator[Mosquit
 @pytest.fixture
 def mosquitto_factory(mqtt_pki: FleetPKI, tmp_path: Path) -> Iterator[Callable[..., MosquittoBroker]]:
     """`make(**settings) -> MosquittoBroker` (not started: use `async with`). Any broker left running is killed."""
-    from broker.mosquitto import MosquittoBroker
 
     binary = require_mosquitto()
     made: list[MosquittoBroker] = []
@@ -511,8 +500,7 @@ def mosquitto_factory(mqtt_pki: FleetPKI, tmp_path: Path) -> Iterator[Callable[.
 @async_fixture
 async def amqtt_broker() -> AsyncIterator[EmbeddedBroker]:
     """A running embedded (amqtt) broker in open mode: plaintext, anonymous, no ACLs."""
-    from broker.embedded import EmbeddedBroker
-    from broker.mosquitto import free_ports
+    from broker.embedded import EmbeddedBroker  # amqtt is slow to import: only when this fixture runs
 
     async with EmbeddedBroker("127.0.0.1", free_ports("127.0.0.1", 1)[0]) as broker:
         yield broker
