@@ -218,7 +218,7 @@ class HttpApi:
 
 
 def _build(api: HttpApi) -> FastAPI:
-    app = FastAPI(
+    app = _Api(
         title="tcu-sim app API",
         version=__version__,
         description=(
@@ -249,14 +249,16 @@ def _build(api: HttpApi) -> FastAPI:
         return response
 
     app.include_router(_routes(api), prefix="/api/v1")
-
-    def openapi() -> dict[str, Any]:
-        if app.openapi_schema is None:
-            app.openapi_schema = _openapi(app)
-        return app.openapi_schema
-
-    app.openapi = openapi  # type: ignore[method-assign]  # FastAPI's documented way to adjust the document
     return app
+
+
+class _Api(FastAPI):
+    """FastAPI with the document adjusted once (`_openapi`)."""
+
+    def openapi(self) -> dict[str, Any]:
+        if self.openapi_schema is None:
+            self.openapi_schema = _openapi(self)
+        return self.openapi_schema
 
 
 def _openapi(app: FastAPI) -> dict[str, Any]:
