@@ -285,6 +285,9 @@ class Dashboard:
             return body
         session = self.stack.fleet.sessions[vin]
         before = session.stats.controls_refused
+        if body.open and session.vehicle.locked:
+            # What a person at the car does: unlock with the key, then open the door.
+            session.handle_control(encode_json({"action": "unlock_key", "params": {}}))
         action = "open_door" if body.open else "close_door"
         session.handle_control(encode_json({"action": action, "params": {"door": body.door.value}}))
         if session.stats.controls_refused > before:

@@ -117,3 +117,31 @@ async def test_the_dashboard_refuses_cross_site_and_foreign_hosts(dashboard_url:
         unknown = await http.post("/dashboard/api/cars/NOT-A-CAR/offline", json={"seconds": 5})
         assert unknown.status_code == 404
     assert stack.fleet.sessions[vin].online
+
+
+async def test_an_operator_token_guards_every_dashboard_request(dashboard_url: tuple[str, LocalStack]) -> None:
+    _, stack = dashboard_url
+    vin = stack.cars[0].vin
+    api = HttpApi(stack.cloud)
+    try:
+        guarded = Dashboard(stack, api, operator_token="op-token-for-the-test")
+        async with serve_http(guarded.app, "127.0.0.1", 0) as server, httpx.AsyncClient(base_url=server.url) as http:
+            assert (await http.get("/dashboard/api/cars")).status_code == 401
+            wrong = await http.post("/dashboard/api/session", json={"token": "guess"})
+            assert wrong.status_code == 401
+            assert (await http.get("/dashboard/api/cars", headers={"X-Operator-Token": "guess"})).status_code == 401
+            with_header = await http.get("/dashboard/api/cars", headers={"X-Operator-Token": "op-token-for-the-test"})
+            assert with_header.status_code == 200
+            assert with_header.json()["total"] == 20
+            session = await http.post("/dashboard/api/session", json={"token": "op-token-for-the-test"})
+            assert session.status_code == 200
+            assert "httponly" in session.headers["set-cookie"].lower()
+            door = await http.post(f"/dashboard/api/cars/{vin}/door", json={"door": "front_left", "open": True})
+            assert door.status_code == 200, door.text  # the cookie the session set
+            assert "op-token-for-the-test" not in repr(guarded)
+            assert (await http.get("/api/v1/vehicles")).json()["code"] == "UNAUTHENTICATED"  # the app API's own
+    finally:
+        api.close()
+    car = stack.fleet.sessions[vin]
+    snapshot = car.vehicle.snapshot(stack.clock.now(), online=car.online, signal_pct=car.signal_pct)
+    assert snapshot.doors.front_left.open
