@@ -22,6 +22,17 @@ from tcu_sim.clock import Clock
 
 from ._access import Access, AccessControl, licence_problem
 from ._accounts import REAUTH_CHOICES, AccountService, LoginResult, Principal
+from ._carservices import (
+    ALERT_KINDS,
+    SPEED_GRACE_S,
+    Booking,
+    CarServices,
+    FiredAlert,
+    RoadsideCase,
+    area_crossings,
+    booking_result,
+    speed_crossings,
+)
 from ._commands import CommandService, CommandView, NewCommand, Transition, allowed_from, take_token
 from ._config import DAY, CloudConfig
 from ._context import MailListener, ServiceContext
@@ -79,6 +90,7 @@ from ._vehicles import (
 )
 
 __all__ = [
+    "ALERT_KINDS",
     "DAY",
     "INFOTAINMENT_LOGIN",
     "INVITATION",
@@ -87,6 +99,7 @@ __all__ = [
     "REAUTH_CHOICES",
     "REMINDER_STAGES",
     "ROLE_RIGHTS",
+    "SPEED_GRACE_S",
     "SPIN_OPS",
     "Access",
     "AccessControl",
@@ -94,15 +107,18 @@ __all__ = [
     "AccountService",
     "AddVehicleResult",
     "AuthenticationError",
+    "Booking",
     "CancellationPeriodOver",
     "CarEventOutcome",
     "CarEvents",
+    "CarServices",
     "CloudConfig",
     "CloudError",
     "CloudServices",
     "CommandService",
     "CommandView",
     "EnrolmentOutcome",
+    "FiredAlert",
     "GarageEntry",
     "GarageFull",
     "GarageService",
@@ -125,6 +141,7 @@ __all__ = [
     "Reminder",
     "RequestRefused",
     "Right",
+    "RoadsideCase",
     "ServerSecret",
     "ServiceContext",
     "ServiceUnavailable",
@@ -146,12 +163,15 @@ __all__ = [
     "VehicleService",
     "add_years",
     "allowed_from",
+    "area_crossings",
+    "booking_result",
     "licence_problem",
     "load_manifest",
     "parse_manifest",
     "read_manifest",
     "register_failure",
     "rights_of",
+    "speed_crossings",
     "spin_policy_problem",
     "take_token",
     "vehicle_capabilities",
@@ -161,7 +181,8 @@ __all__ = [
 class CloudServices:
     """Every domain service of the cloud over one registry, wired together.
 
-    Attributes: `accounts`, `spin`, `access`, `vehicles`, `garage`, `licences`, `commands`, `events` (and `ctx`,
+    Attributes: `accounts`, `spin`, `access`, `vehicles`, `garage`, `licences`, `commands`, `events`, `services`
+    (driving data, health report, alerts, scheduling, roadside assistance) (and `ctx`,
     the shared dependencies). Several instances — in one process or many — may share one registry: every rule
     that counts (S-PIN failures, rate limits, idempotent commands, reminders) is kept in the store.
     """
@@ -188,6 +209,7 @@ class CloudServices:
         self.licences = LicenceService(self.ctx, self.access)
         self.commands = CommandService(self.ctx, self.accounts, self.access, self.spin)
         self.events = CarEvents(self.ctx, self.garage, self.vehicles)
+        self.services = CarServices(self.ctx, self.access)
 
     @property
     def registry(self) -> Registry:

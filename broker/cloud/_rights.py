@@ -29,6 +29,7 @@ class Right(StrEnum):
     REMOTE_CLIMATE = "remote_climate"  # remote ventilation and auxiliary heater
     HONK_AND_FLASH = "honk_and_flash"
     LICENCE_STATUS = "licence_status"
+    ROADSIDE = "roadside"  # online roadside assistance: the cases opened by a breakdown call
     SPEED_ALERT = "speed_alert"
     AREA_ALERT = "area_alert"
     SERVICE_SCHEDULING = "service_scheduling"
@@ -46,11 +47,12 @@ _SECONDARY: Final = frozenset(
         Right.REMOTE_CLIMATE,
         Right.HONK_AND_FLASH,
         Right.LICENCE_STATUS,
+        Right.ROADSIDE,
     }
 )
 
 #: R10: the primary user has every right; a secondary user everything but the alerts, service scheduling,
-#: the stores and managing users.
+#: the stores and managing users (driving data, health report and roadside assistance included).
 ROLE_RIGHTS: Final[Mapping[Role, frozenset[Right]]] = {
     Role.PRIMARY: frozenset(Right),
     Role.SECONDARY: _SECONDARY,

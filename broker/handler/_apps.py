@@ -16,12 +16,11 @@ from __future__ import annotations
 
 import math
 from collections.abc import Awaitable, Callable, Mapping
-from datetime import datetime
 from typing import Any, Final
 
 import structlog
 
-from broker.cloud import CloudError, CloudServices, InvalidRequest, RateLimited, Right
+from broker.cloud import CloudError, CloudServices, InvalidRequest, RateLimited, booking_result
 from broker.registry import RegistryUnavailable
 from tcu_sim.clock import Clock
 from tcu_sim.events import AppRequestRefused, EventStream, Source
@@ -157,9 +156,18 @@ class AppRequests:
             AppOp.REMOVE_SECONDARY: self._op_remove_secondary,
             AppOp.COMMAND: self._op_command,
             AppOp.COMMAND_STATUS: self._op_command_status,
+            AppOp.DRIVING_DATA: self._op_driving_data,
+            AppOp.HEALTH_REPORT: self._op_health_report,
+            AppOp.ROADSIDE_STATUS: self._op_roadside_status,
             AppOp.SPEED_ALERT_SET: self._op_speed_alert_set,
+            AppOp.SPEED_ALERT_GET: self._op_speed_alert_get,
+            AppOp.SPEED_ALERT_DELETE: self._op_speed_alert_delete,
             AppOp.AREA_ALERT_SET: self._op_area_alert_set,
+            AppOp.AREA_ALERT_GET: self._op_area_alert_get,
+            AppOp.AREA_ALERT_DELETE: self._op_area_alert_delete,
             AppOp.SERVICE_SCHEDULING_BOOK: self._op_service_scheduling_book,
+            AppOp.SERVICE_SCHEDULING_LIST: self._op_service_scheduling_list,
+            AppOp.SERVICE_SCHEDULING_CANCEL: self._op_service_scheduling_cancel,
             AppOp.LICENCE_STATUS: self._op_licence_status,
             AppOp.LICENCE_RENEW: self._op_licence_renew,
             AppOp.LICENCE_CANCEL: self._op_licence_cancel,
@@ -347,45 +355,98 @@ class AppRequests:
         view = await self._s.commands.status(r.token, _str(r.params, "command_id", max_len=128))
         return view.as_result()
 
+    # -- services for primary and secondary users (R10) -----------------------------------------------------
+    async def _op_driving_data(self, client_id: str, r: AppRequest) -> dict[str, Any]:
+        """`{vin, trips: [{trip_id, started_at, ended_at, start, end, distance_km, duration_s, average_speed_kmh,
+        max_speed_kmh, energy_used, energy_unit}]}`, newest first (`since`: started at or after; `limit` 1-500)."""
+        p = r.params
+        since = None if p.get("since") is None else _number(p, "since", lo=0, hi=1e11)
+        limit = _int(p, "limit", default=50, lo=1, hi=500)
+        return await self._s.services.driving_data(r.token, _vin(p), since, limit)
+
+    async def _op_health_report(self, client_id: str, r: AppRequest) -> dict[str, Any]:
+        """`{vin, updated_at, warnings, inspection_due_days, oil_service_due_km, battery_12v_v, fuel_level_pct,
+        range_km, odometer_km}` from the car's last status (null values before its first)."""
+        return await self._s.services.health_report(r.token, _vin(r.params))
+
+    async def _op_roadside_status(self, client_id: str, r: AppRequest) -> dict[str, Any]:
+        """`{vin, cases: [{case_id, opened_at, state, position, detail}]}`, newest first."""
+        return await self._s.services.roadside_status(r.token, _vin(r.params))
+
     # -- primary-only services (R10) -------------------------------------------------------------------------
     async def _op_speed_alert_set(self, client_id: str, r: AppRequest) -> dict[str, Any]:
         """`{vin, speed_alert: {enabled, max_speed_kmh}}`."""
         p = r.params
-        access = await self._s.access.service(r.token, _vin(p), Right.SPEED_ALERT)
+        vin = _vin(p)
         setting = {
             "enabled": _bool(p, "enabled", default=True),
             "max_speed_kmh": _int(p, "max_speed_kmh", lo=30, hi=250),
         }
-        await self._s.ctx.audit("speed_alert.set", user_id=access.principal.user_id, vin=access.vin)
-        return {"vin": access.vin, "speed_alert": setting}
+        return {"vin": vin, "speed_alert": await self._s.services.set_alert(r.token, vin, "speed", setting)}
+
+    async def _op_speed_alert_get(self, client_id: str, r: AppRequest) -> dict[str, Any]:
+        """`{vin, speed_alert: {enabled, max_speed_kmh} | null}`."""
+        vin = _vin(r.params)
+        return {"vin": vin, "speed_alert": await self._s.services.get_alert(r.token, vin, "speed")}
+
+    async def _op_speed_alert_delete(self, client_id: str, r: AppRequest) -> dict[str, Any]:
+        """`{vin, deleted}` (false when there was none)."""
+        vin = _vin(r.params)
+        return {"vin": vin, "deleted": await self._s.services.delete_alert(r.token, vin, "speed")}
 
     async def _op_area_alert_set(self, client_id: str, r: AppRequest) -> dict[str, Any]:
         """`{vin, area_alert: {enabled, lat, lon, radius_m}}`."""
         p = r.params
-        access = await self._s.access.service(r.token, _vin(p), Right.AREA_ALERT)
+        vin = _vin(p)
         setting = {
             "enabled": _bool(p, "enabled", default=True),
             "lat": _number(p, "lat", lo=-90, hi=90),
             "lon": _number(p, "lon", lo=-180, hi=180),
             "radius_m": _int(p, "radius_m", lo=100, hi=100_000),
         }
-        await self._s.ctx.audit("area_alert.set", user_id=access.principal.user_id, vin=access.vin)
-        return {"vin": access.vin, "area_alert": setting}
+        return {"vin": vin, "area_alert": await self._s.services.set_alert(r.token, vin, "area", setting)}
 
-    async def _op_service_scheduling_book(self, client_id: str, r: AppRequest) -> dict[str, Any]:
-        """`{vin, booking: {booking_id, date, workshop}}`."""
+    async def _op_area_alert_get(self, client_id: str, r: AppRequest) -> dict[str, Any]:
+        """`{vin, area_alert: {enabled, lat, lon, radius_m} | null}`."""
+        vin = _vin(r.params)
+        return {"vin": vin, "area_alert": await self._s.services.get_alert(r.token, vin, "area")}
+
+    async def _op_area_alert_delete(self, client_id: str, r: AppRequest) -> dict[str, Any]:
+        """`{vin, deleted}` (false when there was none)."""
+        vin = _vin(r.params)
+        return {"vin": vin, "deleted": await self._s.services.delete_alert(r.token, vin, "area")}
+
+    async def _op_service_scheduling_book(self, client_id: str, r: AppRequest) -> Reply:
+        """`{vin, booking: {booking_id, date, workshop, reason, state, created_at, cancelled_at}}`; confirmed by
+        mail, and shown in the car's infotainment after the reply."""
         p = r.params
-        access = await self._s.access.service(r.token, _vin(p), Right.SERVICE_SCHEDULING)
-        date = _str(p, "date", max_len=32)
-        try:
-            datetime.fromisoformat(date)
-        except ValueError:
-            raise InvalidRequest("Parameter 'date' must be an ISO 8601 date.") from None
-        workshop = _opt_str(p, "workshop", max_len=200) or "nearest CUPRA service partner"
-        booking = {"booking_id": self._s.ctx.new_id("bk"), "date": date, "workshop": workshop}
-        await self._s.ctx.audit("service.booked", user_id=access.principal.user_id, vin=access.vin,
-                                booking_id=booking["booking_id"])
-        return {"vin": access.vin, "booking": booking}
+        vin = _vin(p)
+        booking = await self._s.services.book(
+            r.token, vin, _str(p, "date", max_len=32), _opt_str(p, "workshop", max_len=200),
+            _opt_str(p, "reason", max_len=500),
+        )
+        return self._with_notice(r, {"vin": booking.record.vin, "booking": booking.as_result()},
+                                 booking.record.vin, booking.notice)
+
+    async def _op_service_scheduling_list(self, client_id: str, r: AppRequest) -> dict[str, Any]:
+        """`{vin, bookings: [...]}` (as `book`), oldest booked first, cancelled ones included."""
+        vin = _vin(r.params)
+        return {"vin": vin, "bookings": [booking_result(b) for b in await self._s.services.bookings(r.token, vin)]}
+
+    async def _op_service_scheduling_cancel(self, client_id: str, r: AppRequest) -> Reply:
+        """`{vin, booking}` in state `cancelled`; confirmed by mail and in the car's infotainment."""
+        p = r.params
+        booking = await self._s.services.cancel_booking(r.token, _vin(p), _str(p, "booking_id", max_len=128))
+        return self._with_notice(r, {"vin": booking.record.vin, "booking": booking.as_result()},
+                                 booking.record.vin, booking.notice)
+
+    def _with_notice(self, r: AppRequest, result: dict[str, Any], vin: str, notice: str) -> Reply:
+        """The reply, and the car's infotainment told after it (`infotainment.notify`)."""
+
+        async def notify() -> None:
+            await self._sender.notify(vin, notice)
+
+        return Reply(AppResponse.success(r.id, result), after=notify)
 
     # -- licences --------------------------------------------------------------------------------------------
     async def _op_licence_status(self, client_id: str, r: AppRequest) -> dict[str, Any]:

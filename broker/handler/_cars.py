@@ -36,7 +36,7 @@ import structlog
 
 from broker.cloud import CloudError, CloudServices, EnrolmentOutcome
 from broker.registry import EnrolmentRecord, EnrolmentState, RegistryUnavailable, StatusWrite
-from tcu_sim.events import CarConnection, CarMessageHandled, EventStream, Source
+from tcu_sim.events import AlertFired, CarConnection, CarMessageHandled, EventStream, RoadsideCaseOpened, Source
 from tcu_sim.protocol import (
     CommandResult,
     ConnectionState,
@@ -93,6 +93,7 @@ _NOTIFICATIONS: Final = frozenset(
         EventType.AUX_HEATING_FINISHED,
         EventType.VENTILATION_STARTED,
         EventType.VENTILATION_FINISHED,
+        EventType.HEALTH_WARNING,
     }
 )
 _ENROLMENT_EVENTS: Final = frozenset(
@@ -409,6 +410,14 @@ class CarMessages:
             await self._services.vehicles.record_privacy(vin, event.privacy_mode.value, event.at)
         if event.type is EventType.NOTIFICATION_SHOWN:
             return  # the car confirming a message of ours: nothing to tell the app
+        if event.type is EventType.TRIP:
+            await self._trip(vin, event)
+            return
+        if event.type is EventType.BREAKDOWN_CALL:
+            await self._breakdown_call(vin, event)
+            return
+        if event.type is EventType.HEALTH_WARNING and event.warning is not None:
+            await self._services.services.health_warning(vin, event.warning)  # mails the primary user
         kind = PushEventType.NOTIFICATION if event.type in _NOTIFICATIONS else PushEventType.VEHICLE_CHANGED
         data: dict[str, object] = {"vin": vin, "event": event.type.value, "at": event.at}
         if event.door is not None:
@@ -419,9 +428,49 @@ class CarMessages:
             data["position"] = event.position.model_dump(mode="json")
         if event.message is not None:
             data["message"] = event.message
+        if event.warning is not None:
+            data["warning"] = event.warning
         users = [e.user_id for e in await self._registry.list_vehicle_enrolments(vin)
                  if e.state is EnrolmentState.ACTIVE]
         await self._pusher.to_users(users, kind, data)
+
+    async def _trip(self, vin: str, event: Event) -> None:
+        """Driving data: keep the trip, check it against the car's alerts, push each alert that fired (mailed
+        already) to its user, and tell the apps the car has a new trip."""
+        assert event.trip is not None  # a trip event always carries one (the model requires it)
+        services = self._services.services
+        stored = await services.record_trip(vin, event.trip)
+        if stored is None:
+            return
+        for alert in await services.check_trip(vin, event.trip):
+            await self._pusher.to_users([alert.user_id], PushEventType.ALERT, alert.as_data())
+            self._events.publish(
+                AlertFired(
+                    at=self.verifier.clock.now(), source=Source.CLOUD, vin=vin, user_id=alert.user_id,
+                    alert=alert.kind, fired_at=alert.at, detail=_alert_words(alert.kind, alert.as_data()),
+                )
+            )
+        users = [e.user_id for e in await self._registry.list_vehicle_enrolments(vin)
+                 if e.state is EnrolmentState.ACTIVE]
+        await self._pusher.to_users(
+            users, PushEventType.VEHICLE_CHANGED,
+            {"vin": vin, "event": EventType.TRIP.value, "at": event.at, "trip_id": stored.id,
+             "distance_km": event.trip.distance_km},
+        )
+
+    async def _breakdown_call(self, vin: str, event: Event) -> None:
+        """Online roadside assistance: a case for the primary user (pushed), or the car told why not."""
+        case = await self._services.services.breakdown_call(vin, event.at, event.position, event.detail)
+        await self._sender.notify(vin, case.notice)
+        self._events.publish(
+            RoadsideCaseOpened(
+                at=self.verifier.clock.now(), source=Source.CLOUD, vin=vin,
+                case_id=None if case.record is None else case.record.id,
+                with_position=case.record is not None and case.record.position is not None,
+            )
+        )
+        if case.record is not None and case.primary_user_id is not None:
+            await self._pusher.to_users([case.primary_user_id], PushEventType.ROADSIDE, case.as_data())
 
     async def _enrolment(self, vin: str, event: Event) -> None:
         garage = self._services.garage
@@ -466,6 +515,13 @@ def _connection_state(payload: bytes) -> ConnectionState:
         return ConnectionState(payload.decode("ascii").strip())
     except (UnicodeDecodeError, ValueError):
         raise ProtocolError(RefusalReason.MALFORMED, "connection payload must be 'online' or 'offline'") from None
+
+
+def _alert_words(kind: str, data: dict[str, object]) -> str:
+    """An alert in an operator's words (no position)."""
+    if kind == "speed":
+        return f"{data.get('speed_kmh')} km/h > {data.get('max_speed_kmh')} km/h"
+    return f"{data.get('crossing')} the area"
 
 
 def _seen(kind: TopicKind, seq: int) -> ProtocolError:

@@ -18,7 +18,9 @@ from contextlib import asynccontextmanager
 from ._backends import Backend, PostgresBackend, SqliteBackend
 from ._interface import LicenceChange, Registry, RegistryConflict, RegistryError, RegistryUnavailable
 from ._records import (
+    AlertRecord,
     AuditRecord,
+    BookingRecord,
     CarContext,
     CommandRecord,
     CommandStep,
@@ -29,10 +31,12 @@ from ._records import (
     PairingCodeRecord,
     PurchaseRecord,
     RateBucket,
+    RoadsideCaseRecord,
     Role,
     SessionRecord,
     SpinState,
     StatusWrite,
+    TripRecord,
     UserRecord,
     VehicleRecord,
     VehicleState,
@@ -43,7 +47,9 @@ from ._sql import SqlRegistry
 
 __all__ = [
     "SEQ_WINDOW",
+    "AlertRecord",
     "AuditRecord",
+    "BookingRecord",
     "CarContext",
     "CommandRecord",
     "CommandStep",
@@ -59,12 +65,14 @@ __all__ = [
     "RegistryConflict",
     "RegistryError",
     "RegistryUnavailable",
+    "RoadsideCaseRecord",
     "Role",
     "SeqMark",
     "SessionRecord",
     "SpinState",
     "SqlRegistry",
     "StatusWrite",
+    "TripRecord",
     "UserRecord",
     "VehicleRecord",
     "VehicleState",

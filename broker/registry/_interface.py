@@ -15,7 +15,9 @@ from typing import Any, Protocol
 from tcu_sim.protocol import CommandState
 
 from ._records import (
+    AlertRecord,
     AuditRecord,
+    BookingRecord,
     CarContext,
     CommandRecord,
     CommandStep,
@@ -25,9 +27,11 @@ from ._records import (
     PairingCodeRecord,
     PurchaseRecord,
     RateBucket,
+    RoadsideCaseRecord,
     SessionRecord,
     SpinState,
     StatusWrite,
+    TripRecord,
     UserRecord,
     VehicleRecord,
     VehicleState,
@@ -331,6 +335,51 @@ class Registry(Protocol):
         all in ONE transaction: it happens completely or not at all. Per status, whether its seq was accepted
         (False: a duplicate or a replay, not applied). A status older (`updated_at`) than the stored one is
         accepted but does not replace it; one of a car without factory data is accepted and not stored."""
+        ...
+
+    # -- car services: trips, alerts, bookings, roadside cases -----------------------------------------------
+    async def add_trip(self, trip: TripRecord) -> TripRecord:
+        """Keep a trip a car reported; the trip as stored (with its id)."""
+        ...
+
+    async def list_trips(self, vin: str, *, since: float | None = None, limit: int = 50) -> list[TripRecord]:
+        """The car's trips that started at or after `since`, newest first, at most `limit`."""
+        ...
+
+    async def put_alert(self, alert: AlertRecord) -> None:
+        """Insert or replace the (vin, user, kind) alert."""
+        ...
+
+    async def list_alerts(self, vin: str, user_id: str | None = None) -> list[AlertRecord]:
+        """The car's alerts (of one user when given), by user and kind."""
+        ...
+
+    async def delete_alert(self, vin: str, user_id: str, kind: str) -> bool:
+        """Remove the alert; False when there was none."""
+        ...
+
+    async def set_alert_state(self, vin: str, user_id: str, kind: str, state: dict[str, Any], at: float) -> None:
+        """Replace what the cloud remembers of the alert between trips (nothing when the alert is gone)."""
+        ...
+
+    async def add_booking(self, booking: BookingRecord) -> None:
+        """Store a service appointment."""
+        ...
+
+    async def list_bookings(self, vin: str) -> list[BookingRecord]:
+        """The car's service appointments, oldest booked first."""
+        ...
+
+    async def cancel_booking(self, vin: str, booking_id: str, at: float) -> BookingRecord | None:
+        """Cancel a booked appointment of the car; None when there is no such booked appointment."""
+        ...
+
+    async def add_roadside_case(self, case: RoadsideCaseRecord) -> None:
+        """Store a roadside-assistance case."""
+        ...
+
+    async def list_roadside_cases(self, vin: str, *, limit: int = 20) -> list[RoadsideCaseRecord]:
+        """The car's roadside-assistance cases, newest first."""
         ...
 
     # -- app clients -----------------------------------------------------------------------------------------

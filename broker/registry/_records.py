@@ -13,7 +13,9 @@ from typing import Any
 from tcu_sim.protocol import CommandState
 
 __all__ = [
+    "AlertRecord",
     "AuditRecord",
+    "BookingRecord",
     "CarContext",
     "CommandRecord",
     "CommandStep",
@@ -24,10 +26,12 @@ __all__ = [
     "PairingCodeRecord",
     "PurchaseRecord",
     "RateBucket",
+    "RoadsideCaseRecord",
     "Role",
     "SessionRecord",
     "SpinState",
     "StatusWrite",
+    "TripRecord",
     "UserRecord",
     "VehicleRecord",
     "VehicleState",
@@ -252,3 +256,56 @@ class MailRecord:
     body: str = field(repr=False)
     user_id: str | None = None
     id: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class TripRecord:
+    """A trip a car reported (driving data): the verified `trip` body as JSON, and when it reached the cloud."""
+
+    id: int | None
+    vin: str
+    started_at: float
+    ended_at: float
+    trip: dict[str, Any]
+    received_at: float
+
+
+@dataclass(frozen=True, slots=True)
+class AlertRecord:
+    """A speed or area alert of one user for one car: `kind` (`speed` | `area`), its `settings`, and the
+    `state` the cloud keeps between trips (e.g. whether the car was last inside the area)."""
+
+    vin: str
+    user_id: str
+    kind: str
+    settings: dict[str, Any]
+    state: dict[str, Any]
+    updated_at: float
+
+
+@dataclass(frozen=True, slots=True)
+class BookingRecord:
+    """A service appointment booked for a car: `state` is `booked` or `cancelled`."""
+
+    id: str
+    vin: str
+    user_id: str
+    date: str
+    workshop: str
+    reason: str | None
+    state: str
+    created_at: float
+    cancelled_at: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class RoadsideCaseRecord:
+    """A roadside-assistance case opened by a breakdown call from the car; `position` is None when the car's
+    privacy hid it."""
+
+    id: str
+    vin: str
+    opened_at: float
+    state: str
+    position: dict[str, float] | None
+    detail: str | None = None

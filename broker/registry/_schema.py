@@ -166,6 +166,46 @@ _V2 = [
         PRIMARY KEY (user_id, client_id))""",
 ]
 
+_V3 = [
+    # Driving data: each trip a car reported (the verified body, JSON), newest looked up first.
+    """CREATE TABLE trips (
+        id {id},
+        vin TEXT NOT NULL REFERENCES vehicles(vin),
+        started_at DOUBLE PRECISION NOT NULL,
+        ended_at DOUBLE PRECISION NOT NULL,
+        trip TEXT NOT NULL,
+        received_at DOUBLE PRECISION NOT NULL)""",
+    "CREATE INDEX trips_vin ON trips(vin, started_at)",
+    # Speed and area alerts: one of each kind per car and user, with what the cloud remembers between trips.
+    """CREATE TABLE alerts (
+        vin TEXT NOT NULL REFERENCES vehicles(vin),
+        user_id TEXT NOT NULL REFERENCES users(id),
+        kind TEXT NOT NULL,
+        settings TEXT NOT NULL,
+        state TEXT NOT NULL,
+        updated_at DOUBLE PRECISION NOT NULL,
+        PRIMARY KEY (vin, user_id, kind))""",
+    """CREATE TABLE bookings (
+        id TEXT PRIMARY KEY,
+        vin TEXT NOT NULL REFERENCES vehicles(vin),
+        user_id TEXT NOT NULL REFERENCES users(id),
+        date TEXT NOT NULL,
+        workshop TEXT NOT NULL,
+        reason TEXT,
+        state TEXT NOT NULL,
+        created_at DOUBLE PRECISION NOT NULL,
+        cancelled_at DOUBLE PRECISION)""",
+    "CREATE INDEX bookings_vin ON bookings(vin)",
+    """CREATE TABLE roadside_cases (
+        id TEXT PRIMARY KEY,
+        vin TEXT NOT NULL REFERENCES vehicles(vin),
+        opened_at DOUBLE PRECISION NOT NULL,
+        state TEXT NOT NULL,
+        position TEXT,
+        detail TEXT)""",
+    "CREATE INDEX roadside_cases_vin ON roadside_cases(vin, opened_at)",
+]
+
 #: (version, statements), in order. The registry applies every version above the stored one, each in one
 #: transaction, so a crash mid-upgrade leaves the previous version intact.
-MIGRATIONS: list[tuple[int, list[str]]] = [(1, _V1), (2, _V2)]
+MIGRATIONS: list[tuple[int, list[str]]] = [(1, _V1), (2, _V2), (3, _V3)]

@@ -21,7 +21,9 @@ from tcu_sim.protocol import CommandState
 from ._backends import Backend, Row, Tx
 from ._interface import LicenceChange, RegistryConflict, RegistryError
 from ._records import (
+    AlertRecord,
     AuditRecord,
+    BookingRecord,
     CarContext,
     CommandRecord,
     CommandStep,
@@ -32,10 +34,12 @@ from ._records import (
     PairingCodeRecord,
     PurchaseRecord,
     RateBucket,
+    RoadsideCaseRecord,
     Role,
     SessionRecord,
     SpinState,
     StatusWrite,
+    TripRecord,
     UserRecord,
     VehicleRecord,
     VehicleState,
@@ -108,6 +112,14 @@ def _command(row: Row) -> CommandRecord:
         created_at=float(row["created_at"]), expires_at=float(row["expires_at"]),
         updated_at=float(row["updated_at"]), reason=row["reason"], detail=row["detail"],
         client_id=row["client_id"],
+    )
+
+
+def _booking(row: Row) -> BookingRecord:
+    return BookingRecord(
+        id=row["id"], vin=row["vin"], user_id=row["user_id"], date=row["date"], workshop=row["workshop"],
+        reason=row["reason"], state=row["state"], created_at=float(row["created_at"]),
+        cancelled_at=None if row["cancelled_at"] is None else float(row["cancelled_at"]),
     )
 
 
@@ -852,6 +864,115 @@ class SqlRegistry:
                 [(w.privacy_mode, w.status_json, w.updated_at, vin) for vin, w in sorted(newest.items())],
             )
         return accepted
+
+    # -- car services: trips, alerts, bookings, roadside cases -----------------------------------------------
+    async def add_trip(self, trip: TripRecord) -> TripRecord:
+        async with self._db.statement() as tx:
+            row = await tx.fetchone(
+                "INSERT INTO trips (vin, started_at, ended_at, trip, received_at) VALUES (?, ?, ?, ?, ?)"
+                " RETURNING id",
+                trip.vin, trip.started_at, trip.ended_at, _dumps(trip.trip), trip.received_at,
+            )
+        assert row is not None  # INSERT ... RETURNING always returns the row
+        return dataclasses.replace(trip, id=int(row["id"]))
+
+    async def list_trips(self, vin: str, *, since: float | None = None, limit: int = 50) -> list[TripRecord]:
+        async with self._db.statement() as tx:
+            rows = await tx.fetchall(
+                "SELECT * FROM trips WHERE vin = ? AND started_at >= ? ORDER BY started_at DESC, id DESC LIMIT ?",
+                vin, -1.0 if since is None else since, int(limit),
+            )
+        return [
+            TripRecord(
+                id=r["id"], vin=r["vin"], started_at=r["started_at"], ended_at=r["ended_at"],
+                trip=json.loads(r["trip"]), received_at=r["received_at"],
+            )
+            for r in rows
+        ]
+
+    async def put_alert(self, alert: AlertRecord) -> None:
+        a = alert
+        async with self._db.statement() as tx:
+            await tx.execute(
+                "INSERT INTO alerts (vin, user_id, kind, settings, state, updated_at) VALUES (?, ?, ?, ?, ?, ?)"
+                " ON CONFLICT (vin, user_id, kind) DO UPDATE SET settings = excluded.settings,"
+                " state = excluded.state, updated_at = excluded.updated_at",
+                a.vin, a.user_id, a.kind, _dumps(a.settings), _dumps(a.state), a.updated_at,
+            )
+
+    async def list_alerts(self, vin: str, user_id: str | None = None) -> list[AlertRecord]:
+        async with self._db.statement() as tx:
+            if user_id is None:
+                rows = await tx.fetchall("SELECT * FROM alerts WHERE vin = ? ORDER BY user_id, kind", vin)
+            else:
+                rows = await tx.fetchall(
+                    "SELECT * FROM alerts WHERE vin = ? AND user_id = ? ORDER BY kind", vin, user_id
+                )
+        return [
+            AlertRecord(
+                vin=r["vin"], user_id=r["user_id"], kind=r["kind"], settings=json.loads(r["settings"]),
+                state=json.loads(r["state"]), updated_at=r["updated_at"],
+            )
+            for r in rows
+        ]
+
+    async def delete_alert(self, vin: str, user_id: str, kind: str) -> bool:
+        async with self._db.statement() as tx:
+            row = await tx.fetchone(
+                "DELETE FROM alerts WHERE vin = ? AND user_id = ? AND kind = ? RETURNING kind", vin, user_id, kind
+            )
+        return row is not None
+
+    async def set_alert_state(self, vin: str, user_id: str, kind: str, state: dict[str, Any], at: float) -> None:
+        async with self._db.statement() as tx:
+            await tx.execute(
+                "UPDATE alerts SET state = ?, updated_at = ? WHERE vin = ? AND user_id = ? AND kind = ?",
+                _dumps(state), at, vin, user_id, kind,
+            )
+
+    async def add_booking(self, booking: BookingRecord) -> None:
+        b = booking
+        async with self._db.statement() as tx:
+            await tx.execute(
+                "INSERT INTO bookings (id, vin, user_id, date, workshop, reason, state, created_at, cancelled_at)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                b.id, b.vin, b.user_id, b.date, b.workshop, b.reason, b.state, b.created_at, b.cancelled_at,
+            )
+
+    async def list_bookings(self, vin: str) -> list[BookingRecord]:
+        async with self._db.statement() as tx:
+            rows = await tx.fetchall("SELECT * FROM bookings WHERE vin = ? ORDER BY created_at, id", vin)
+        return [_booking(r) for r in rows]
+
+    async def cancel_booking(self, vin: str, booking_id: str, at: float) -> BookingRecord | None:
+        async with self._db.statement() as tx:
+            row = await tx.fetchone(
+                "UPDATE bookings SET state = 'cancelled', cancelled_at = ?"
+                " WHERE id = ? AND vin = ? AND state = 'booked' RETURNING *",
+                at, booking_id, vin,
+            )
+        return None if row is None else _booking(row)
+
+    async def add_roadside_case(self, case: RoadsideCaseRecord) -> None:
+        c = case
+        async with self._db.statement() as tx:
+            await tx.execute(
+                "INSERT INTO roadside_cases (id, vin, opened_at, state, position, detail) VALUES (?, ?, ?, ?, ?, ?)",
+                c.id, c.vin, c.opened_at, c.state, None if c.position is None else _dumps(c.position), c.detail,
+            )
+
+    async def list_roadside_cases(self, vin: str, *, limit: int = 20) -> list[RoadsideCaseRecord]:
+        async with self._db.statement() as tx:
+            rows = await tx.fetchall(
+                "SELECT * FROM roadside_cases WHERE vin = ? ORDER BY opened_at DESC, id LIMIT ?", vin, int(limit)
+            )
+        return [
+            RoadsideCaseRecord(
+                id=r["id"], vin=r["vin"], opened_at=r["opened_at"], state=r["state"],
+                position=None if r["position"] is None else json.loads(r["position"]), detail=r["detail"],
+            )
+            for r in rows
+        ]
 
     # -- the app clients of users ----------------------------------------------------------------------------
     async def bind_client(self, user_id: str, client_id: str, at: float, *, keep: int = 8) -> None:

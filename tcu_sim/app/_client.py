@@ -392,18 +392,65 @@ class AppClient:
         """Wake the car so it sends a fresh status."""
         return await self.command(vin, CommandOp.STATUS_REFRESH)
 
+    # -- services for primary and secondary users ------------------------------------------------------------
+    async def driving_data(self, vin: str, *, since: float | None = None, limit: int = 50) -> list[dict[str, Any]]:
+        """The car's trips, newest first (those started at or after `since`, at most `limit`)."""
+        params: dict[str, Any] = {"vin": vin, "limit": limit}
+        if since is not None:
+            params["since"] = since
+        trips: list[dict[str, Any]] = (await self.request(AppOp.DRIVING_DATA, params))["trips"]
+        return trips
+
+    async def health_report(self, vin: str) -> dict[str, Any]:
+        """The vehicle health report (warnings, inspection and service due, 12 V battery, ...)."""
+        return await self.request(AppOp.HEALTH_REPORT, {"vin": vin})
+
+    async def roadside_status(self, vin: str) -> list[dict[str, Any]]:
+        """The car's roadside-assistance cases, newest first."""
+        cases: list[dict[str, Any]] = (await self.request(AppOp.ROADSIDE_STATUS, {"vin": vin}))["cases"]
+        return cases
+
     # -- primary-only services -------------------------------------------------------------------------------
     async def speed_alert_set(self, vin: str, **settings: Any) -> dict[str, Any]:
-        """Set the speed alert (primary user only, R10)."""
+        """Set the speed alert (`max_speed_kmh`, `enabled`; primary user only, R10)."""
         return await self.request(AppOp.SPEED_ALERT_SET, {"vin": vin, **settings})
 
+    async def speed_alert_get(self, vin: str) -> dict[str, Any] | None:
+        """The speed alert, or None."""
+        setting: dict[str, Any] | None = (await self.request(AppOp.SPEED_ALERT_GET, {"vin": vin}))["speed_alert"]
+        return setting
+
+    async def speed_alert_delete(self, vin: str) -> bool:
+        """Remove the speed alert; False when there was none."""
+        return bool((await self.request(AppOp.SPEED_ALERT_DELETE, {"vin": vin}))["deleted"])
+
     async def area_alert_set(self, vin: str, **settings: Any) -> dict[str, Any]:
-        """Set the area alert (primary user only, R10)."""
+        """Set the area alert (`lat`, `lon`, `radius_m`, `enabled`; primary user only, R10)."""
         return await self.request(AppOp.AREA_ALERT_SET, {"vin": vin, **settings})
 
+    async def area_alert_get(self, vin: str) -> dict[str, Any] | None:
+        """The area alert, or None."""
+        setting: dict[str, Any] | None = (await self.request(AppOp.AREA_ALERT_GET, {"vin": vin}))["area_alert"]
+        return setting
+
+    async def area_alert_delete(self, vin: str) -> bool:
+        """Remove the area alert; False when there was none."""
+        return bool((await self.request(AppOp.AREA_ALERT_DELETE, {"vin": vin}))["deleted"])
+
     async def service_scheduling_book(self, vin: str, **booking: Any) -> dict[str, Any]:
-        """Book a service appointment (primary user only, R10)."""
+        """Book a service appointment (`date`, `workshop?`, `reason?`; primary user only, R10)."""
         return await self.request(AppOp.SERVICE_SCHEDULING_BOOK, {"vin": vin, **booking})
+
+    async def service_scheduling_list(self, vin: str) -> list[dict[str, Any]]:
+        """The car's service appointments, oldest booked first."""
+        bookings: list[dict[str, Any]] = (
+            await self.request(AppOp.SERVICE_SCHEDULING_LIST, {"vin": vin})
+        )["bookings"]
+        return bookings
+
+    async def service_scheduling_cancel(self, vin: str, booking_id: str) -> dict[str, Any]:
+        """Cancel a booked appointment."""
+        return await self.request(AppOp.SERVICE_SCHEDULING_CANCEL, {"vin": vin, "booking_id": booking_id})
 
     # -- licences --------------------------------------------------------------------------------------------
     async def licence_status(self, vin: str) -> dict[str, Any]:

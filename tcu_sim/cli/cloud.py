@@ -33,7 +33,6 @@ from broker.registry import AuditRecord, MailRecord, Registry, RegistryError, Ve
 from broker.runtime import BrokerLogin, CloudKeys, CloudSite, open_cloud
 from tcu_sim.cli._broker_url import BrokerUrl, parse_broker_url, tls_context
 from tcu_sim.cli._metrics import metrics_option, serve_metrics
-from tcu_sim.cli._state import hold_state
 from tcu_sim.clock import SystemClock
 from tcu_sim.events import EventStream
 from tcu_sim.fleet import StateDir, StateDirError
@@ -175,9 +174,6 @@ def run_command(
     """Run the cloud against --broker until Ctrl-C: verify and apply what cars send, answer apps, send commands."""
     broker = parse_broker_url(broker_url)
     state = StateDir(state_dir)
-    # One cloud per client id on a state directory, beside its fleet; never beside a whole `up` (exit 2).
-    role = "cloud-" + "".join(c if c.isalnum() or c in "-_." else "_" for c in client_id)[:64]
-    lock = hold_state(state_dir, "cloud run", role=role)
     try:
         cloud_key = state.load_cloud_signing_key()
         fleet_keys = state.load_fleet_keys()
@@ -228,8 +224,6 @@ def run_command(
         _run(main())
     except RegistryError as exc:
         raise click.ClickException(f"{db.split('@')[-1]}: {exc}") from None
-    finally:
-        lock.release()
 
 
 def _cloud_tls(

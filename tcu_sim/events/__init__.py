@@ -9,6 +9,7 @@ the fleet. See docs/architecture.md.
 from __future__ import annotations
 
 from ._events import (
+    AlertFired,
     AppRequestRefused,
     BrokerAction,
     CarCommandHandled,
@@ -19,12 +20,14 @@ from ._events import (
     CommandChanged,
     Event,
     FaultChanged,
+    RoadsideCaseOpened,
     Source,
 )
 from ._stream import DEFAULT_BUFFER, EventStream, Subscription
 
 __all__ = [
     "DEFAULT_BUFFER",
+    "AlertFired",
     "AppRequestRefused",
     "BrokerAction",
     "CarCommandHandled",
@@ -36,6 +39,7 @@ __all__ = [
     "Event",
     "EventStream",
     "FaultChanged",
+    "RoadsideCaseOpened",
     "Source",
     "Subscription",
 ]

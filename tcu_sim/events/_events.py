@@ -13,6 +13,7 @@ from enum import StrEnum
 from typing import ClassVar
 
 __all__ = [
+    "AlertFired",
     "AppRequestRefused",
     "BrokerAction",
     "CarCommandHandled",
@@ -23,6 +24,7 @@ __all__ = [
     "CommandChanged",
     "Event",
     "FaultChanged",
+    "RoadsideCaseOpened",
     "Source",
 ]
 
@@ -152,3 +154,29 @@ class BrokerAction(Event):
     kind: ClassVar[str] = "broker"
     action: str
     detail: str = ""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class AlertFired(Event):
+    """A speed or area alert of a car fired for its primary user (`alert`: `speed` | `area`), pushed and mailed.
+
+    `detail` says what happened in words an operator reads (`142 km/h > 120 km/h`, `left the area`); no position
+    (the user's area is theirs to know)."""
+
+    kind: ClassVar[str] = "alert"
+    vin: str
+    user_id: str
+    alert: str
+    fired_at: float
+    detail: str = ""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RoadsideCaseOpened(Event):
+    """A breakdown call from a car opened a roadside-assistance case (`case_id`), or was refused (`case_id`
+    None: services not active)."""
+
+    kind: ClassVar[str] = "roadside"
+    vin: str
+    case_id: str | None
+    with_position: bool = False

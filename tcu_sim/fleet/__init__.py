@@ -44,16 +44,6 @@ from tcu_sim.fleet._expand import (
 from tcu_sim.fleet._hook import FleetHook, NoHook
 from tcu_sim.fleet._limits import raise_open_files_limit
 from tcu_sim.fleet._load import fleet_schema, fleet_schema_json, load_fleet, parse_fleet
-from tcu_sim.fleet._lock import (
-    ENDPOINTS_FILE,
-    LOCK_FILE,
-    Endpoints,
-    StateBusy,
-    StateLock,
-    read_endpoints,
-    remove_endpoints,
-    write_endpoints,
-)
 from tcu_sim.fleet._provision import ProvisionResult, issue_certificates, provision
 from tcu_sim.fleet._runner import BrokerUrl, FleetRunner, car_tls_context, parse_broker_url, parse_broker_urls
 from tcu_sim.fleet._selectors import CarSelector, parse_selector
@@ -61,8 +51,6 @@ from tcu_sim.fleet._state import CLOUD_KID, Manifest, ManifestVehicle, StateDir
 
 __all__ = [
     "CLOUD_KID",
-    "ENDPOINTS_FILE",
-    "LOCK_FILE",
     "REFERENCE_DATE",
     "AgeRange",
     "BrokerUrl",
@@ -74,7 +62,6 @@ __all__ = [
     "ConnectivityProfile",
     "Coordinates",
     "Duration",
-    "Endpoints",
     "FleetConfig",
     "FleetConfigError",
     "FleetDefaults",
@@ -92,10 +79,8 @@ __all__ = [
     "ScenarioStep",
     "Shard",
     "ShardError",
-    "StateBusy",
     "StateDir",
     "StateDirError",
-    "StateLock",
     "UserConfig",
     "UserRole",
     "Zone",
@@ -115,9 +100,6 @@ __all__ = [
     "parse_shard",
     "provision",
     "raise_open_files_limit",
-    "read_endpoints",
-    "remove_endpoints",
     "select_cars",
     "select_shard",
-    "write_endpoints",
 ]

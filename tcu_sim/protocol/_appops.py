@@ -30,10 +30,20 @@ class AppOp(StrEnum):
     # commands
     COMMAND = "command"
     COMMAND_STATUS = "command_status"
+    # services for primary and secondary users
+    DRIVING_DATA = "driving_data"
+    HEALTH_REPORT = "health_report"
+    ROADSIDE_STATUS = "roadside.status"
     # primary-only services
     SPEED_ALERT_SET = "speed_alert.set"
+    SPEED_ALERT_GET = "speed_alert.get"
+    SPEED_ALERT_DELETE = "speed_alert.delete"
     AREA_ALERT_SET = "area_alert.set"
+    AREA_ALERT_GET = "area_alert.get"
+    AREA_ALERT_DELETE = "area_alert.delete"
     SERVICE_SCHEDULING_BOOK = "service_scheduling.book"
+    SERVICE_SCHEDULING_LIST = "service_scheduling.list"
+    SERVICE_SCHEDULING_CANCEL = "service_scheduling.cancel"
     # licences (the store)
     LICENCE_STATUS = "licence_status"
     LICENCE_RENEW = "licence.renew"

@@ -32,6 +32,8 @@ from ._errors import ProtocolError, RefusalReason
 
 __all__ = [
     "COMMAND_PARAMS",
+    "MAX_TRIP_SAMPLES",
+    "TRIP_SAMPLE_S",
     "AppError",
     "AppRequest",
     "AppResponse",
@@ -45,7 +47,6 @@ __all__ = [
     "ConnectionInfo",
     "ControlAction",
     "ControlMessage",
-    "ControlResult",
     "DoorName",
     "DoorState",
     "Doors",
@@ -67,6 +68,8 @@ __all__ = [
     "RejectReason",
     "ResultState",
     "StatusSnapshot",
+    "Trip",
+    "TripSample",
     "VentilationParams",
     "WindowName",
     "WindowState",
@@ -259,6 +262,9 @@ class EventType(StrEnum):
     INFOTAINMENT_LOGIN = "infotainment_login"
     FACTORY_RESET = "factory_reset"
     NOTIFICATION_SHOWN = "notification_shown"
+    TRIP = "trip"  # a trip ended: its summary and the speed and position samples taken while driving
+    HEALTH_WARNING = "health_warning"  # a new warning of the health report (battery, tyres, service due, ...)
+    BREAKDOWN_CALL = "breakdown_call"  # online roadside assistance asked for from the car
 
 
 class HonkMode(StrEnum):
@@ -275,6 +281,8 @@ class PushEventType(StrEnum):
     VEHICLE_CHANGED = "vehicle_changed"
     MAIL = "mail"
     NOTIFICATION = "notification"
+    ALERT = "alert"  # a speed or area alert fired
+    ROADSIDE = "roadside"  # a roadside-assistance case was opened from the car
 
 
 class ControlAction(StrEnum):
@@ -298,6 +306,7 @@ class ControlAction(StrEnum):
     LIGHTS_ON = "lights_on"
     LIGHTS_OFF = "lights_off"
     SET_BATTERY = "set_battery"
+    BREAKDOWN_CALL = "breakdown_call"
     FAULT = "fault"
 
 
@@ -437,7 +446,40 @@ EVENT_REQUIRED_FIELDS: Final[Mapping[EventType, tuple[str, ...]]] = {
     EventType.PAIRING_CODE_ENTERED: ("pairing_code",),
     EventType.INFOTAINMENT_LOGIN: ("email", "password"),
     EventType.NOTIFICATION_SHOWN: ("message",),
+    EventType.TRIP: ("trip",),
+    EventType.HEALTH_WARNING: ("warning",),
 }
+
+MAX_TRIP_SAMPLES: Final = 200  # a trip event stays well under the decoders' size limit
+TRIP_SAMPLE_S: Final = 10.0  # a driving car samples its speed and position this often
+
+
+class TripSample(_SparseModel):
+    """One moment of a drive: when, how fast, and where (left out when privacy hides positions)."""
+
+    at: Timestamp
+    speed_kmh: float = Field(ge=0, le=400)
+    lat: Latitude | None = None
+    lon: Longitude | None = None
+
+
+class Trip(_SparseModel):
+    """A finished trip (body field `trip` of a `trip` event). Positions are left out in `no_position` privacy.
+
+    `energy_used` is in litres of fuel or kWh of charge (`energy_unit` says which); `samples` are taken every
+    `TRIP_SAMPLE_S` seconds and at every change of speed while driving, at most `MAX_TRIP_SAMPLES`."""
+
+    started_at: Timestamp
+    ended_at: Timestamp
+    start: Position | None = None
+    end: Position | None = None
+    distance_km: float = Field(ge=0)
+    duration_s: float = Field(ge=0)
+    average_speed_kmh: float = Field(ge=0)
+    max_speed_kmh: float = Field(ge=0)
+    energy_used: float = Field(ge=0)
+    energy_unit: Annotated[str, Field(pattern=r"^(l|kWh)$")]
+    samples: list[TripSample] = Field(default_factory=list, max_length=MAX_TRIP_SAMPLES)
 
 
 class Event(_SparseModel):
@@ -457,6 +499,8 @@ class Event(_SparseModel):
     position: Position | None = None
     message: Text | None = None
     detail: Text | None = None
+    trip: Trip | None = None
+    warning: Annotated[str, Field(min_length=1, max_length=200)] | None = None
 
     @model_validator(mode="after")
     def _required_for_type(self) -> Event:
@@ -657,17 +701,6 @@ class ControlMessage(_Model):
 
     action: Annotated[ControlAction, _LAX]
     params: dict[str, Any] = Field(default_factory=dict, repr=False)  # may hold a password or pairing code
-    #: When given, the car answers on `sim/{vin}/control/results` with a `ControlResult` of this id.
-    id: str | None = Field(default=None, min_length=1, max_length=_ID_MAX)
-
-
-class ControlResult(_Model):
-    """The car's answer on `sim/{vin}/control/results` to a control that carried an `id`: applied (`ok`), or
-    refused and why (`error`: a refused parameter, an action the car cannot do, a refused fault)."""
-
-    id: str = Field(min_length=1, max_length=_ID_MAX)
-    ok: bool
-    error: str | None = Field(default=None, max_length=_TEXT_MAX)
 
 
 # --------------------------------------------------------------------------------------------------- parsing

@@ -40,7 +40,6 @@ from tcu_sim.protocol import (
     CommandResult,
     ControlAction,
     ControlMessage,
-    ControlResult,
     Event,
     KeySet,
     MessageType,
@@ -54,7 +53,6 @@ from tcu_sim.protocol import (
     Verifier,
     command_params,
     decode_json,
-    encode_json,
     parse_body,
 )
 from tcu_sim.transport._backoff import Backoff
@@ -71,8 +69,7 @@ UNKNOWN_COMMAND_ID = "unknown"  # in a `rejected` result when the refused comman
 log = structlog.get_logger("tcu_sim.tcu")
 
 #: Takes a car's `fault` controls (`sim/{vin}/control`, action `fault`) with their params: the fleet's fault layer.
-#: Returns None when it takes the fault, else why it refuses it (the car's reply on `sim/{vin}/control/results`).
-FaultHandler = Callable[["TcuSession", dict[str, Any]], str | None]
+FaultHandler = Callable[["TcuSession", dict[str, Any]], None]
 
 _REJECT_REASONS: dict[RefusalReason, RejectReason] = {
     RefusalReason.BAD_SIGNATURE: RejectReason.BAD_SIGNATURE,
@@ -169,7 +166,6 @@ class TcuSession:
         self._topic_connection = t.connection(self.vin)
         self._topic_commands = t.commands(self.vin)
         self._topic_control = t.control(self.vin)
-        self._topic_control_results = t.control_results(self.vin)
         self._log = log.bind(vin=self.vin)
 
     def __repr__(self) -> str:
@@ -297,16 +293,28 @@ class TcuSession:
     async def _status_loop(self) -> None:
         interval = self.config.status_interval_s
         # Spread the fleet's periodic statuses over the interval instead of sending them all at once.
-        await self.clock.sleep(self.rng.uniform(0, interval))
+        await self._tick_until(self.clock.now() + self.rng.uniform(0, interval))
         while True:
             self.tick()
             self.send_status(force=True)
-            waited = 0.0
-            while waited < interval:
-                step = min(interval - waited, self.vehicle.next_tick_s(self.clock.now()))
-                await self.clock.sleep(step)
-                waited += step
-                self.tick()
+            await self._tick_until(self.clock.now() + interval)
+
+    async def _tick_until(self, deadline: float) -> None:
+        """Tick whenever the vehicle's time has something to show, until `deadline` (clock time)."""
+        while (left := deadline - self.clock.now()) > 0:
+            await self._sleep_until_change(min(left, self.vehicle.next_tick_s(self.clock.now())))
+            self.tick()
+
+    async def _sleep_until_change(self, seconds: float) -> None:
+        """Sleep on the clock, cut short when a command or control changes the car (a trip starts, the heater
+        goes on): its next tick is then worked out again, so a trip is driven kilometre by kilometre."""
+        changed = asyncio.ensure_future(self._change.wait())
+        sleeper = asyncio.ensure_future(self.clock.sleep(seconds))
+        try:
+            await asyncio.wait((changed, sleeper), return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            changed.cancel()
+            sleeper.cancel()
 
     def tick(self) -> None:
         """Let the vehicle's time run (heater timers, trips) and report what changed."""
@@ -472,37 +480,28 @@ class TcuSession:
         except ProtocolError as exc:
             self.stats.controls_refused += 1
             self._log.warning("control refused", reason=str(exc.reason), detail=exc.detail)
-            self._control_handled("?", f"{exc.reason}: {exc.detail}", _untrusted_control_id(payload))
+            self._control_handled("?", f"{exc.reason}: {exc.detail}")
             return
         if message.action is ControlAction.FAULT and self._fault_handler is not None:
-            # The fault layer logs and counts what it refuses; the reply says whether it took the fault.
-            refused = self._fault_handler(self, dict(message.params))
-            if refused is not None:
-                self.stats.controls_refused += 1
-            self._control_handled(str(message.action), refused, message.id)
+            self._fault_handler(self, dict(message.params))  # the fault layer logs and counts what it refuses
             return
         try:
             events = self.vehicle.control(message.action, dict(message.params), self.clock.now())
         except VehicleError as exc:
             self.stats.controls_refused += 1
             self._log.warning("control refused", action=str(message.action), detail=str(exc))
-            self._control_handled(str(message.action), str(exc), message.id)
+            self._control_handled(str(message.action), str(exc))
             return
         self._send_events(events)
         self.send_status()
-        self._control_handled(str(message.action), None, message.id)
+        self._control_handled(str(message.action), None)
 
-    def _control_handled(self, action: str, error: str | None, control_id: str | None) -> None:
-        """Report a control applied or refused: the event, and the reply to an operator that gave an `id`
-        (QoS 1, not retained; lost with the connection like any answer to a request)."""
-        if control_id is not None and self._link is not None:
-            reply = ControlResult(id=control_id, ok=error is None, error=None if error is None else error[:1000])
-            self._link.publish(self._topic_control_results, encode_json(reply.model_dump(mode="json")), qos=1)
+    def _control_handled(self, action: str, error: str | None) -> None:
         if self.events is not None:
             self.events.publish(
                 CarControlHandled(
                     at=self.clock.now(), source=Source.FLEET, vin=self.vin, action=action, ok=error is None,
-                    error=error, control_id=control_id,
+                    error=error,
                 )
             )
 
@@ -515,16 +514,6 @@ async def _wait_any(*events: Flag) -> None:
     finally:
         for waiter in waiters:
             waiter.cancel()
-
-
-def _untrusted_control_id(payload: bytes) -> str | None:
-    """The `id` of a control the car could not parse, only to address the refusal to whoever sent it."""
-    try:
-        data = decode_json(payload)
-    except ProtocolError:
-        return None
-    control_id = data.get("id") if isinstance(data, dict) else None
-    return control_id if isinstance(control_id, str) and 0 < len(control_id) <= 128 else None
 
 
 def _untrusted_command_id(payload: bytes) -> str:

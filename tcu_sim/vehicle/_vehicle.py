@@ -19,8 +19,14 @@ Physics (kept simple but plausible):
   burning fuel (or charge) at the catalogue consumption; the odometer grows by the distance driven. A car whose
   tank or battery runs empty stops where it is and parks there.
 - Heater/ventilation stop by themselves after their duration, when the ignition goes on, or on a low battery.
+- A trip (one or more `drive_to` legs until the car parks) is logged: speed and position every `TRIP_SAMPLE_S`
+  seconds and at every change of speed (thinned to at most `MAX_TRIP_SAMPLES`); when it ends, a `trip` event
+  carries its summary (start and end, distance, duration, average and top speed, fuel or energy used) and the
+  samples, for driving data and the cloud's speed and area alerts.
+- A health warning that appears (12 V battery low, fuel low, service or inspection overdue, ...) is reported
+  once as a `health_warning` event; it is reported again only after it went away and came back.
 
-Privacy. `no_position` hides the parking position (snapshot and event positions); `max` refuses every remote
+Privacy. `no_position` hides the parking position (snapshot, event and trip positions); `max` refuses every remote
 command with `privacy_mode`, `sends_status()` turns False, and the events the car returns are only the ones the
 law allows (`ecall`) plus `privacy_changed` (so the cloud learns why the car went silent).
 
@@ -45,6 +51,8 @@ from pydantic import BaseModel, SecretStr
 
 from tcu_sim.protocol import (
     COMMAND_PARAMS,
+    MAX_TRIP_SAMPLES,
+    TRIP_SAMPLE_S,
     AuxHeating,
     AuxHeatingParams,
     AuxState,
@@ -68,6 +76,8 @@ from tcu_sim.protocol import (
     PrivacyMode,
     ProtocolError,
     StatusSnapshot,
+    Trip,
+    TripSample,
     VehicleModel,
     VentilationParams,
     WindowName,
@@ -148,6 +158,32 @@ class Outcome:
 
 
 @dataclass(slots=True)
+class _TripLog:
+    """What a whole trip (every leg until the car parks) has been so far: where and when it started, what it
+    had in the tank, its top speed, and its samples `(at, speed_kmh, lat, lon)`."""
+
+    started_at: float
+    start_lat: float
+    start_lon: float
+    start_odometer_km: float
+    start_fuel_pct: float
+    max_speed_kmh: float = 0.0
+    sample_every_s: float = TRIP_SAMPLE_S
+    next_sample_at: float = 0.0
+    samples: list[tuple[float, float, float, float]] | None = None
+
+    def sample(self, at: float, speed_kmh: float, lat: float, lon: float) -> None:
+        """Keep one sample; a full log keeps every second sample and samples half as often from then on."""
+        samples = self.samples if self.samples is not None else []
+        self.samples = samples
+        if len(samples) >= MAX_TRIP_SAMPLES - 1:  # room for the arrival
+            del samples[1::2]
+            self.sample_every_s *= 2
+        samples.append((at, speed_kmh, lat, lon))
+        self.next_sample_at = at + self.sample_every_s
+
+
+@dataclass(slots=True)
 class _Trip:
     """A drive under way, along the great circle from start to destination."""
 
@@ -158,6 +194,7 @@ class _Trip:
     distance_km: float
     speed_kmh: float
     relock: bool  # the driver found the car locked and locks it again on arrival
+    log: _TripLog
     done_km: float = 0.0
 
 
@@ -190,6 +227,7 @@ class Vehicle:
         "_parked_at",
         "_pending",
         "_privacy",
+        "_reported_warnings",
         "_revision",
         "_service_due_at_km",
         "_speed_kmh",
@@ -250,6 +288,7 @@ class Vehicle:
         self._notifications: tuple[str, ...] = ()
         self._infotainment_user: str | None = None
         self._speed_kmh = speed_kmh
+        self._reported_warnings = tuple(self._health_warnings(self._t))  # known from the start: not news
 
     @classmethod
     def new(
@@ -532,6 +571,7 @@ class Vehicle:
         if trip is not None:
             pct_per_km = self.capabilities.pct_per_km
             km = min(trip.speed_kmh * dt / 3600.0, trip.distance_km - trip.done_km, self._fuel_pct / pct_per_km)
+            self._sample_between(trip, t0, t1, km)
             trip.done_km += km
             self._odometer_km += km
             self._fuel_pct = max(0.0, self._fuel_pct - km * pct_per_km)
@@ -541,6 +581,16 @@ class Vehicle:
             )
         if self._coarse(t1) != before:
             self._revision += 1
+
+    def _sample_between(self, trip: _Trip, t0: float, t1: float, km: float) -> None:
+        """The trip log's samples due in (t0, t1], on the straight stretch driven between them."""
+        log = trip.log
+        while t0 < log.next_sample_at <= t1:
+            at = log.next_sample_at
+            done = trip.done_km + km * (at - t0) / (t1 - t0)
+            fraction = done / trip.distance_km if trip.distance_km > 0 else 1.0
+            lat, lon = intermediate_point(trip.start_lat, trip.start_lon, trip.dest_lat, trip.dest_lon, fraction)
+            log.sample(at, trip.speed_kmh, lat, lon)
 
     def _coarse(self, t: float) -> tuple[int, int, int, int]:
         """The continuous state at status resolution: a change here is worth a new status."""
@@ -568,6 +618,7 @@ class Vehicle:
                 self._park(t, trip, None)
             elif self._fuel_pct <= _EPS_PCT:
                 self._park(t, trip, "battery empty" if self.capabilities.electric else "out of fuel")
+        self._check_warnings(t)
 
     def _check_battery(self, t: float) -> None:
         if not self._battery_low and self._battery_v <= BATTERY_LOW_V + _EPS_V:
@@ -589,6 +640,35 @@ class Vehicle:
         if trip.relock and not self._doors_open:
             self._locked = True
             self._emit(EventType.LOCKED, t)
+        if self.sends_event(EventType.TRIP):
+            self._emit(EventType.TRIP, t, trip=self._trip_summary(trip.log, t))
+
+    def _trip_summary(self, log: _TripLog, t: float) -> Trip:
+        """The finished trip as the car reports it (positions only when privacy is off)."""
+        log.sample(t, 0.0, self._lat, self._lon)  # arrived: standing still
+        caps = self.capabilities
+        show = self._privacy is PrivacyMode.OFF
+        distance = max(0.0, self._odometer_km - log.start_odometer_km)
+        duration = max(0.0, t - log.started_at)
+        return Trip(
+            started_at=log.started_at,
+            ended_at=t,
+            start=_position(log.start_lat, log.start_lon) if show else None,
+            end=_position(self._lat, self._lon) if show else None,
+            distance_km=round(distance, 3),
+            duration_s=round(duration, 3),
+            average_speed_kmh=round(distance / duration * 3600.0, 1) if duration > 0 else 0.0,
+            max_speed_kmh=round(log.max_speed_kmh, 1),
+            energy_used=round(max(0.0, log.start_fuel_pct - self._fuel_pct) / 100.0 * caps.energy_capacity, 3),
+            energy_unit="kWh" if caps.electric else "l",
+            samples=[
+                TripSample(
+                    at=at, speed_kmh=round(speed, 1),
+                    lat=round(lat, 6) if show else None, lon=round(lon, 6) if show else None,
+                )
+                for at, speed, lat, lon in log.samples or ()
+            ],
+        )
 
     # ------------------------------------------------------------------------------------------ remote commands
 
@@ -791,6 +871,12 @@ class Vehicle:
         if self.range_km < _MIN_RANGE_TO_DRIVE_KM:
             raise ControlRefused("drive_to", "the battery is empty" if self.capabilities.electric else "no fuel")
         relock = self._trip.relock if self._trip is not None else self._locked
+        log = self._trip.log if self._trip is not None else _TripLog(
+            started_at=at, start_lat=self._lat, start_lon=self._lon, start_odometer_km=self._odometer_km,
+            start_fuel_pct=self._fuel_pct,
+        )
+        log.max_speed_kmh = max(log.max_speed_kmh, speed)
+        log.sample(at, speed, self._lat, self._lon)  # a new leg: a sample at its start, at its speed
         self._set_locked(False, at)  # the driver opens the car with the key
         self._switch_ignition_on(at)
         self._trip = _Trip(
@@ -801,6 +887,7 @@ class Vehicle:
             distance_km=distance_km(self._lat, self._lon, lat, lon),
             speed_kmh=speed,
             relock=relock,
+            log=log,
         )
         self._parked_at = None
         self._revision += 1
@@ -875,6 +962,16 @@ class Vehicle:
         at = self._ready(p, now)
         # The law requires the position in an emergency call whatever the privacy mode.
         self._emit(EventType.ECALL, at, position=_position(self._lat, self._lon), detail="manual")
+
+    def _breakdown_call(self, p: ControlParams, now: float) -> None:
+        at = self._ready(p, now)
+        # Online roadside assistance is a service, not the law: not in maximum privacy, no position in no_position.
+        if self._privacy is PrivacyMode.MAX:
+            raise ControlRefused(
+                "breakdown_call", "maximum privacy is on: online services are off", FailureReason.PRIVACY_MODE
+            )
+        where = "moving" if self._trip is not None else "standing"
+        self._emit(EventType.BREAKDOWN_CALL, at, position=self._visible_position(), detail=where)
 
     def _lights_on(self, p: ControlParams, now: float) -> None:
         self._ready(p, now)
@@ -958,6 +1055,16 @@ class Vehicle:
             warnings.append("service_overdue")
         return warnings
 
+    def _check_warnings(self, t: float) -> None:
+        """Report each health warning that appeared since the last report (once, until it goes away), at `t`."""
+        now = tuple(self._health_warnings(t))
+        if now == self._reported_warnings:
+            return
+        for warning in now:
+            if warning not in self._reported_warnings:
+                self._emit(EventType.HEALTH_WARNING, t, warning=warning)
+        self._reported_warnings = now
+
     # ------------------------------------------------------------------------------------------ helpers
 
     def _emit(self, event_type: EventType, at: float, **fields: Any) -> None:
@@ -971,6 +1078,7 @@ class Vehicle:
             self._pending.append(event)
 
     def _drain(self) -> list[Event]:
+        self._check_warnings(self._t)
         events = self._pending or []
         self._pending = None
         return events
@@ -1004,6 +1112,7 @@ _CONTROLS: Final[dict[ControlAction, Callable[[Vehicle, ControlParams, float], N
     ControlAction.LIGHTS_ON: Vehicle._lights_on,
     ControlAction.LIGHTS_OFF: Vehicle._lights_off,
     ControlAction.SET_BATTERY: Vehicle._set_battery,
+    ControlAction.BREAKDOWN_CALL: Vehicle._breakdown_call,
 }
 
 

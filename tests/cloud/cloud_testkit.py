@@ -46,6 +46,7 @@ FLEET = [
 
 #: Every table but schema_version, children before parents (test_cloud_registry checks the list is complete).
 TABLES = (
+    "trips", "alerts", "bookings", "roadside_cases",
     "user_clients", "command_history", "commands", "audit", "mails", "reminders", "purchases", "licences",
     "rate_buckets", "spin_state", "pairing_codes", "enrolments", "vehicle_state", "vehicles", "sessions",
     "email_codes", "users", "counters", "seq_marks",

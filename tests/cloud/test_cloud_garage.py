@@ -262,7 +262,7 @@ def test_r9_the_default_limit_is_50() -> None:
 def test_r10_secondary_rights_are_exactly_the_faq_list() -> None:
     assert rights_of(Role.SECONDARY) == {
         Right.DRIVING_DATA, Right.VEHICLE_STATUS, Right.HEALTH_REPORT, Right.PARKING_POSITION, Right.REMOTE_LOCK,
-        Right.REMOTE_CLIMATE, Right.HONK_AND_FLASH, Right.LICENCE_STATUS,
+        Right.REMOTE_CLIMATE, Right.HONK_AND_FLASH, Right.LICENCE_STATUS, Right.ROADSIDE,
     }
     assert rights_of(Role.PRIMARY) == set(Right)
     for primary_only in (Right.SPEED_ALERT, Right.AREA_ALERT, Right.SERVICE_SCHEDULING, Right.STORE,

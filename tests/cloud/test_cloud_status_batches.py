@@ -137,8 +137,8 @@ async def test_marks_kept_before_the_upgrade_refuse_everything_up_to_them(tmp_pa
     url = f"sqlite://{tmp_path}/v1.db"
     # Back to schema version 1, as an installation before the window existed had it.
     async with open_registry(url) as registry, registry._db.transaction() as tx:
-        await tx.execute("DROP TABLE user_clients")
-        await tx.execute("DROP TABLE seq_marks")
+        for table in ("trips", "alerts", "bookings", "roadside_cases", "user_clients", "seq_marks"):
+            await tx.execute(f"DROP TABLE {table}")
         await tx.execute("CREATE TABLE seq_marks (stream TEXT PRIMARY KEY, seq BIGINT NOT NULL)")
         await tx.execute("ALTER TABLE commands DROP COLUMN client_id")
         await tx.execute("DELETE FROM schema_version WHERE version > 1")

@@ -134,5 +134,5 @@ def test_the_app_api_doc_lists_every_op_the_cloud_answers() -> None:
     answered = AppRequests(
         services=None, sender=None, directory=None, stats=None, events=None, clock=None  # type: ignore[arg-type]
     )
-    push_types = {"command_progress", "vehicle_changed", "notification", "mail"}
+    push_types = {"command_progress", "vehicle_changed", "notification", "mail", "alert", "roadside"}
     assert documented - push_types == {op.value for op in AppOp} == answered.ops

@@ -225,10 +225,13 @@ def test_lights() -> None:
 def test_set_battery_below_the_mark_reports_battery_low_once() -> None:
     car = make_car()
     events = car.control("set_battery", {"voltage": 11.6}, T0)
-    assert [e.type for e in events] == [EventType.BATTERY_LOW]
+    assert [(e.type, e.warning) for e in events] == [
+        (EventType.BATTERY_LOW, None), (EventType.HEALTH_WARNING, "battery_12v_low")
+    ]
     assert car.control("set_battery", {"voltage": 11.5}, T0) == []
     car.control("set_battery", {"voltage": 12.5}, T0)  # re-arms
-    assert [e.type for e in car.control("set_battery", {"voltage": 11.0}, T0)] == [EventType.BATTERY_LOW]
+    again = car.control("set_battery", {"voltage": 11.0}, T0)
+    assert [e.type for e in again] == [EventType.BATTERY_LOW, EventType.HEALTH_WARNING]
 
 
 def test_faults_are_not_the_vehicle_models_business() -> None:

@@ -37,7 +37,7 @@ def test_trip_moves_the_car_and_parks_it_at_the_destination() -> None:
 
     events = car.advance(arrival + 600)
 
-    assert [e.type for e in events] == [EventType.PARKED, EventType.IGNITION_OFF, EventType.LOCKED]
+    assert [e.type for e in events] == [EventType.PARKED, EventType.IGNITION_OFF, EventType.LOCKED, EventType.TRIP]
     assert all(e.at == pytest.approx(arrival) for e in events)
     assert events[0].position is not None
     assert (events[0].position.lat, events[0].position.lon) == pytest.approx(DEST)
@@ -56,7 +56,7 @@ def test_a_car_found_unlocked_is_left_unlocked() -> None:
     car = unlocked(make_car())
     car.control("drive_to", {"lat": DEST[0], "lon": DEST[1], "speed_kmh": 60}, T0)
     events = car.advance(T0 + 3600)
-    assert [e.type for e in events] == [EventType.PARKED, EventType.IGNITION_OFF]
+    assert [e.type for e in events] == [EventType.PARKED, EventType.IGNITION_OFF, EventType.TRIP]
     assert not car.locked
 
 
@@ -98,7 +98,7 @@ def test_a_new_destination_while_driving_reroutes_from_where_the_car_is() -> Non
     assert events[0].position is not None
     assert (events[0].position.lat, events[0].position.lon) == pytest.approx(here, abs=1e-6)
     events = car.advance(T0 + 3600)
-    assert [e.type for e in events] == [EventType.PARKED, EventType.IGNITION_OFF, EventType.LOCKED]
+    assert [e.type for e in events] == [EventType.PARKED, EventType.IGNITION_OFF, EventType.LOCKED, EventType.TRIP]
     assert car.position == pytest.approx((HOME.lat, HOME.lon))
 
 
