@@ -166,16 +166,17 @@ class ChildProcess:
                     self._lines.append((now, line))
             self._changed.notify_all()
 
-    async def wait_for_line(self, pattern: str, timeout: float) -> tuple[float, re.Match[str]]:
-        """The first non-JSON stderr line matching `pattern` (with when it was read, `time.monotonic()`).
-        Raises BenchProcessError when the process ends first or nothing matches within `timeout`."""
+    async def wait_for_line(self, pattern: str, timeout: float, *, since: float = 0.0) -> tuple[float, re.Match[str]]:
+        """The first non-JSON stderr line matching `pattern` (with when it was read, `time.monotonic()`), among
+        the lines read at or after `since`. Raises BenchProcessError when the process ends first or nothing
+        matches within `timeout`."""
         regex = re.compile(pattern)
         checked = 0
         try:
             async with asyncio.timeout(timeout), self._changed:
                 while True:
                     for at, line in self._lines[checked:]:
-                        match = regex.search(line)
+                        match = regex.search(line) if at >= since else None
                         if match:
                             return at, match
                     checked = len(self._lines)
@@ -187,6 +188,10 @@ class ChildProcess:
                     await self._changed.wait()
         except TimeoutError:
             raise BenchProcessError(f"{self.name}: no {pattern!r} within {timeout:g} s:\n{self.tail()}") from None
+
+    def lines(self) -> list[tuple[float, str]]:
+        """Every non-JSON stderr line so far, with when it was read."""
+        return list(self._lines)
 
     async def wait_for_event(self, event: str, count: int, timeout: float) -> None:
         """Wait until the JSON log event `event` was seen `count` times (BenchProcessError after `timeout`)."""
