@@ -20,7 +20,7 @@ import contextlib
 import errno
 import secrets
 import ssl
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -29,7 +29,7 @@ from urllib.parse import unquote, urlsplit
 import aiomqtt
 
 from broker.launch import BrokerKind
-from broker.mosquitto import AclPolicy, MosquittoBroker, MosquittoError, free_ports
+from broker.mosquitto import AclPolicy, Grant, MosquittoBroker, MosquittoError, free_ports
 from broker.pki import FleetPKI, cloud_identity
 
 from ._errors import HarnessSetupError, NotSupported
@@ -217,6 +217,10 @@ class SimBroker:
         await self.stop()
         await self.start()
 
+    async def grant(self, named: Mapping[str, tuple[Grant, ...]]) -> None:
+        """Give extra certificate identities ACL rights (an attacker's wiretap and clones: `attack_grants`)."""
+        raise NotSupported(f"{self!r}: the harness cannot change this broker's ACL")
+
     def log_tail(self, lines: int = 20) -> str:
         """The end of the broker's log, for failure messages ("" when there is none)."""
         return ""
@@ -304,6 +308,10 @@ class MosquittoSimBroker(SimBroker):
     async def save(self) -> None:
         """Make Mosquitto write its persistence file now (so a following kill() loses nothing)."""
         await self._thread.run(self.mosquitto.save())
+
+    async def grant(self, named: Mapping[str, tuple[Grant, ...]]) -> None:
+        """Mosquitto rewrites its ACL and reloads it."""
+        await self._thread.run(self.mosquitto.grant(named))
 
     def log_tail(self, lines: int = 20) -> str:
         return self.mosquitto.log_tail(lines)

@@ -1,0 +1,183 @@
+"""The resilience matrix (docs/reliability.md), T1-T9: a fault injected into a small running system (real
+Mosquitto, the real cloud, three real cars, an app user), and the sandbox's event stream counted by the
+`Ledger`: every test asserts 0 acknowledged messages lost, 0 applied twice, 0 cross-car deliveries, and prints
+its figures as one JSON line (`pytest tests/reliability -s`). Time rules run on the virtual clock.
+
+(T10 client-id takeover and T11 permission matrix live with the broker's tests; T12 is tests/fuzz.)
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import Counter
+from collections.abc import AsyncIterator
+
+import pytest
+from reliability_kit import FLEET, WAIT, Ledger, assert_clean
+
+from tcu_sim.events import CarCommandHandled, CarConnection, CarMessageHandled
+from tcu_sim.faults import Attacker, attack_grants
+from tcu_sim.protocol import Topics
+from tcu_sim.testing import NotSupported, Sandbox, SimCar, SimClock, SimFaults, SimFleet, SimUser
+
+pytestmark = pytest.mark.tcu_fleet(FLEET)
+
+HONK = {"mode": "flash", "duration_s": 5}
+
+
+@pytest.fixture
+async def cars(fleet: SimFleet, app_user: SimUser) -> list[SimCar]:
+    """The fleet's three cars, each enrolled by the app user."""
+    enrolled = [fleet.car(i) for i in range(3)]
+    for car in enrolled:
+        await app_user.enrol(car)
+    return enrolled
+
+
+@pytest.fixture
+async def ledger(tcu_sandbox: Sandbox, cars: list[SimCar], request: pytest.FixtureRequest) -> AsyncIterator[Ledger]:
+    """Counts from after the enrolments on."""
+    ledger = Ledger(tcu_sandbox, request.node.name)
+    try:
+        yield ledger
+    finally:
+        ledger.close()
+
+
+async def honk_each(ledger: Ledger, user: SimUser, cars: list[SimCar]) -> list[str]:
+    return [await ledger.send(user, car, "honk_and_flash", HONK) for car in cars]
+
+
+async def test_t1_graceful_broker_restart(
+    ledger: Ledger, cars: list[SimCar], app_user: SimUser, faults: SimFaults
+) -> None:
+    """A broker stopped cleanly (it saves its sessions) while commands are in flight, then started again."""
+    before = await honk_each(ledger, app_user, cars)
+    await faults.broker_restart()  # returns once the cloud, the cars and the app are back
+    after = await honk_each(ledger, app_user, cars)
+    finals = await ledger.wait_final(before + after)
+    figures = ledger.figures("T1", restarts=1)
+    assert set(finals.values()) == {"succeeded"}, finals
+    assert_clean(figures)
+
+
+async def test_t2_broker_sigkill_with_persistence(
+    ledger: Ledger, cars: list[SimCar], app_user: SimUser, faults: SimFaults, clock: SimClock
+) -> None:
+    """A broker killed (SIGKILL) with commands in flight: what it had not saved is gone, so a command may end as
+    timed_out (the app is told), but none is lost without a word and none runs twice."""
+    before = await honk_each(ledger, app_user, cars)
+    await faults.broker_kill()
+    await faults.broker_start()
+    after = await honk_each(ledger, app_user, cars)
+    assert set((await ledger.wait_final(after)).values()) == {"succeeded"}
+    await clock.advance(120)  # past the command TTL: whatever the dead broker lost now times out
+    finals = await ledger.wait_final(before)
+    figures = ledger.figures("T2", kills=1)
+    assert set(finals.values()) <= {"succeeded", "timed_out"}, finals
+    assert_clean(figures)
+
+
+async def test_t6_replays_and_duplicates(
+    tcu_sandbox: Sandbox, ledger: Ledger, cars: list[SimCar], app_user: SimUser
+) -> None:
+    """Every status and result the cloud applied is sent again with the car's own certificate (a cloned TCU);
+    every command a car executed is sent to it again as the cloud would. All are refused, nothing changes."""
+    topics = Topics(tcu_sandbox.topic_prefix)
+    try:
+        await tcu_sandbox.broker.grant(attack_grants(topics, [car.vin for car in cars]))
+    except NotSupported:
+        pytest.skip("T6 grants the attacker's identities on Mosquitto's ACL (run with the default --tcu-broker)")
+    attacker = Attacker(tcu_sandbox.broker.client, topics)
+    async with attacker.wiretap(cars[0].vin) as captured:
+        sent = [await ledger.send(app_user, car, "status.refresh") for car in cars]  # each car answers with a status
+        await ledger.wait_final(sent)
+    ledger.read()
+    applied = [
+        e for e in ledger.events
+        if isinstance(e, CarMessageHandled) and e.applied and e.token and e.topic_kind == "status"
+    ]
+    assert applied
+    commands = list(captured)
+    assert commands, tcu_sandbox.broker.log_tail(40)
+    with tcu_sandbox.events.subscribe(CarMessageHandled, CarCommandHandled, name="replays") as replies:
+        for message in applied:
+            await attacker.inject_status(message.vin, message.token)
+        for token in commands:
+            await attacker.inject_command(cars[0].vin, token)
+        statuses = len(applied)
+        refused: Counter[str] = Counter()
+        async with asyncio.timeout(WAIT):
+            while sum(refused.values()) < statuses + len(commands):
+                event = await replies.get()
+                if isinstance(event, CarMessageHandled) and event.token in {m.token for m in applied}:
+                    assert not event.applied, event
+                    refused[f"status:{event.reason}"] += 1
+                elif isinstance(event, CarCommandHandled) and event.outcome == "rejected":
+                    refused[f"command:{event.reason}"] += 1
+    figures = ledger.figures("T6", forged=statuses, replays_sent=statuses + len(commands), refused=dict(refused))
+    assert set(refused) <= {"status:duplicate", "command:replayed"}, refused
+    assert_clean(figures)
+
+
+async def test_t7_expiry(
+    ledger: Ledger, cars: list[SimCar], app_user: SimUser, faults: SimFaults, clock: SimClock
+) -> None:
+    """Commands to a car that is away longer than their TTL time out; when the car comes back, the broker hands
+    it the expired commands and it refuses them (`expired`): nothing runs late."""
+    away, others = cars[0], cars[1:]
+    await faults.offline(away)
+    late = [await ledger.send(app_user, away, "honk_and_flash", HONK) for _ in range(2)]
+    on_time = await honk_each(ledger, app_user, others)
+    assert set((await ledger.wait_final(on_time)).values()) == {"succeeded"}
+    await clock.advance(120)  # TTL 60 s, plus the car's 30 s clock-skew allowance
+    assert set((await ledger.wait_final(late)).values()) == {"timed_out"}
+    await faults.online(away)
+    ledger.read()
+    figures = ledger.figures("T7", expired=len(late))
+    executed_late = [e for e in ledger.events if isinstance(e, CarCommandHandled) and e.command_id in late
+                     and e.outcome != "rejected"]
+    assert executed_late == []
+    assert_clean(figures)
+
+
+async def test_t8_persistent_sessions(
+    ledger: Ledger, cars: list[SimCar], app_user: SimUser, faults: SimFaults
+) -> None:
+    """A car away for less than the TTL gets what was sent meanwhile from its session on the broker, once."""
+    away = cars[0]
+    await faults.offline(away)
+    queued = [await ledger.send(app_user, away, "honk_and_flash", HONK) for _ in range(3)]
+    await faults.online(away)
+    finals = await ledger.wait_final(queued)
+    figures = ledger.figures("T8", queued_while_offline=len(queued))
+    assert set(finals.values()) == {"succeeded"}, finals
+    assert_clean(figures)
+
+
+async def test_t9_last_will(
+    tcu_sandbox: Sandbox, ledger: Ledger, cars: list[SimCar], app_user: SimUser, faults: SimFaults
+) -> None:
+    """A car whose connection just dies (no DISCONNECT) is marked offline by the last will the broker publishes
+    for it, and only that car; it is online again when back, and commands reach every car once."""
+    dropped = cars[0]
+    with tcu_sandbox.events.subscribe(CarConnection, name="wills") as seen:
+        await faults.offline(dropped, hard=True)
+        await seen.wait_for(lambda e: e.source == "cloud" and e.vin == dropped.vin and not e.online, WAIT)
+        marked_offline = await tcu_sandbox.cloud.vehicle_state(dropped.vin)
+        await faults.online(dropped)
+        await seen.wait_for(lambda e: e.source == "cloud" and e.vin == dropped.vin and e.online, WAIT)
+    states = {car.vin: await tcu_sandbox.cloud.vehicle_state(car.vin) for car in cars}
+    sent = await honk_each(ledger, app_user, cars)
+    finals = await ledger.wait_final(sent)
+    ledger.read()
+    offline = Counter(
+        e.vin for e in ledger.events if isinstance(e, CarConnection) and e.source == "cloud" and not e.online
+    )
+    figures = ledger.figures("T9", marked_offline=dict(offline))
+    assert offline == {dropped.vin: 1}  # by its will, once; no other car
+    assert marked_offline is not None
+    assert marked_offline.online is False
+    assert all(state is not None and state.online for state in states.values())
+    assert set(finals.values()) == {"succeeded"}
+    assert_clean(figures)
