@@ -28,6 +28,7 @@ import click
 
 from broker.cloud import CloudConfig, ManifestError, ServerSecret, read_manifest
 from broker.handler import HandlerConfig
+from broker.http import HttpApi, serve_http
 from broker.pki import IdentityKind, InvalidIdentityName, identity_kind
 from broker.registry import AuditRecord, MailRecord, Registry, RegistryError, VehicleRecord, open_registry
 from broker.runtime import BrokerLogin, CloudKeys, CloudSite, open_cloud
@@ -151,6 +152,8 @@ def _when(ts: float) -> str:
               help="Worker processes verifying car statuses beside the event loop (0: on the loop).")
 @click.option("--session-expiry", type=click.IntRange(min=0), default=3600, show_default=True,
               help="Seconds the broker keeps the cloud's session (and queues its messages) while it is away.")
+@click.option("--http", "http_address", default=None, metavar="HOST:PORT",
+              help="Also serve the app API over HTTP here (docs/http-api.md), e.g. 127.0.0.1:8080.")
 @metrics_option
 def run_command(
     broker_url: str,
@@ -170,9 +173,11 @@ def run_command(
     command_ttl: float,
     session_expiry: int,
     verify_processes: int,
+    http_address: str | None,
 ) -> None:
     """Run the cloud against --broker until Ctrl-C: verify and apply what cars send, answer apps, send commands."""
     broker = parse_broker_url(broker_url)
+    http = _http_address(http_address) if http_address is not None else None
     state = StateDir(state_dir)
     try:
         cloud_key = state.load_cloud_signing_key()
@@ -218,12 +223,30 @@ def run_command(
                 click.echo("cloud: connected and subscribed; Ctrl-C stops", err=True)
             except TimeoutError:
                 click.echo(f"cloud: broker not reachable yet ({handler.link.last_error}); retrying", err=True)
-            await asyncio.Event().wait()  # until Ctrl-C / SIGTERM cancels us
+            if http is None:
+                await asyncio.Event().wait()  # until Ctrl-C / SIGTERM cancels us
+                return
+            api = HttpApi(handler)
+            try:
+                async with serve_http(api.app, *http) as server:
+                    click.echo(f"cloud: app API on {server.url}/api/v1/ (OpenAPI: {server.url}/openapi.json)", err=True)
+                    await asyncio.Event().wait()
+            except OSError as exc:
+                raise click.ClickException(f"--http {http_address}: {exc.strerror or exc}") from None
+            finally:
+                api.close()
 
     try:
         _run(main())
     except RegistryError as exc:
         raise click.ClickException(f"{db.split('@')[-1]}: {exc}") from None
+
+
+def _http_address(value: str) -> tuple[str, int]:
+    host, sep, port = value.rpartition(":")
+    if not sep or not host or not port.isdigit() or int(port) > 65535:
+        raise click.BadParameter(f"{value[:80]!r}: expected HOST:PORT, e.g. 127.0.0.1:8080", param_hint="--http")
+    return host.strip("[]"), int(port)
 
 
 def _cloud_tls(
