@@ -9,6 +9,7 @@ its figures as one JSON line (`pytest tests/reliability -s`). Time rules run on 
 from __future__ import annotations
 
 import asyncio
+import json
 from collections import Counter
 from collections.abc import AsyncIterator
 
@@ -17,8 +18,10 @@ from reliability_kit import FLEET, WAIT, Ledger, assert_clean
 
 from tcu_sim.events import CarCommandHandled, CarConnection, CarMessageHandled
 from tcu_sim.faults import Attacker, attack_grants
+from tcu_sim.fleet import expand_fleet, parse_fleet
 from tcu_sim.protocol import Topics
 from tcu_sim.testing import NotSupported, Sandbox, SimCar, SimClock, SimFaults, SimFleet, SimUser
+from tcu_sim.transport import Backoff
 
 pytestmark = pytest.mark.tcu_fleet(FLEET)
 
@@ -181,3 +184,62 @@ async def test_t9_last_will(
     assert all(state is not None and state.online for state in states.values())
     assert set(finals.values()) == {"succeeded"}
     assert_clean(figures)
+
+
+@pytest.mark.tcu_fleet(FLEET, proxy="car")
+async def test_t4_network_toxics(
+    ledger: Ledger, cars: list[SimCar], app_user: SimUser, faults: SimFaults, clock: SimClock
+) -> None:
+    """Each car on a fault-proxy route of its own: late bytes, bytes in fragments, then a route that resets every
+    connection and one that swallows data (black hole) for 30 clock seconds. Commands sent meanwhile arrive once,
+    after the toxic is gone; the other cars are not touched."""
+    slow, sliced, cut = cars
+    assert await faults.inject(slow, {"kind": "latency", "latency_ms": 300, "jitter_ms": 100})
+    assert await faults.inject(sliced, {"kind": "slicer", "average_size": 8, "size_variation": 4, "delay_us": 200})
+    assert set((await ledger.wait_final(await honk_each(ledger, app_user, cars))).values()) == {"succeeded"}
+
+    held: list[str] = []
+    for toxic in ({"kind": "reset", "duration_s": 30}, {"kind": "black_hole", "close_after_ms": 200, "duration_s": 30}):
+        assert await faults.inject(cut, toxic)
+        await cut.wait_offline(WAIT)
+        held.append(await ledger.send(app_user, cut, "honk_and_flash", HONK))
+        others = await honk_each(ledger, app_user, [slow, sliced])
+        assert set((await ledger.wait_final(others)).values()) == {"succeeded"}
+        await clock.advance(31)  # the toxic ends
+        await faults.online(cut)  # and the car tries again at once instead of at the end of its backoff
+    finals = await ledger.wait_final(held)
+    figures = ledger.figures("T4", toxics=["latency", "slicer", "reset", "black_hole"])
+    assert set(finals.values()) == {"succeeded"}, finals
+    assert_clean(figures)
+
+
+def test_t5_reconnect_storm_has_no_waves() -> None:
+    """1,000 cars lose the broker at once for 10 s. Each retries as its session does (`Backoff`: capped
+    exponential, full jitter, each car's own seeded random stream): after the outage they come back spread out, at
+    most a fifth of the fleet in any second and fewer each later second (no second wave) — without jitter all would
+    come back in the same instant. Pure: the
+    schedule is computed, not waited for (the wall-clock storm of 10,000 cars is `make bench`, P4)."""
+    cars, outage_s = 1000, 10.0
+    backoff = Backoff()
+    config = parse_fleet(FLEET.replace("count: 3", f"count: {cars}"))
+    connects: list[float] = []
+    for car in expand_fleet(config):
+        rng, now, attempt = car.rng(), 0.0, 0
+        while True:  # the connection is lost at 0; retry until the broker is back
+            now += backoff.delay(attempt, rng)
+            attempt += 1
+            if now >= outage_s:
+                connects.append(now)
+                break
+    per_second = Counter(int(t) for t in connects)
+    peak, bound = max(per_second.values()), cars // 5
+    figures = {
+        "test": "T5", "cars": cars, "outage_s": outage_s, "backoff": f"{backoff.base_s}s x 2^n, cap {backoff.cap_s}s",
+        "connects": len(connects), "peak_connects_per_s": peak, "bound_per_s": bound,
+        "all_back_after_s": round(max(connects), 1), "connects_per_car": 1,
+    }
+    print(json.dumps(figures, sort_keys=True))
+    assert len(connects) == cars  # each car comes back, once
+    assert peak <= bound, sorted(per_second.items())
+    first = min(per_second)
+    assert all(per_second[second] <= per_second[first] for second in per_second), sorted(per_second.items())
