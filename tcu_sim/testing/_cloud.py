@@ -221,6 +221,24 @@ class SimCloud:
         state = "running" if self._handler is not None else "stopped"
         return f"SimCloud({state}, broker={self.broker.url}, prefix={self.topic_prefix!r}, cars={len(self.fleet_keys)})"
 
+    # --- down and back
+    async def stop(self) -> None:
+        """Take the cloud down like a crashed or redeployed cloud process: its MQTT handler stops and leaves the
+        broker, while the registry (the database) stays. With a kept session (`HandlerConfig.session_expiry_s`
+        > 0) the broker holds what cars and apps send meanwhile; `start()` brings it back."""
+        await self.handler.__aexit__(None, None, None)
+
+    async def start(self) -> None:
+        """Start a stopped cloud again, with the same identity, keys and registry; returns once it is subscribed."""
+        await self.handler.__aenter__()
+        try:
+            await self.handler.wait_ready(self.ready_timeout)
+        except TimeoutError:
+            raise HarnessSetupError(
+                f"the cloud did not come back on {self.broker.url} within {self.ready_timeout:g} s "
+                f"({self.handler.link.last_error})\n{self.broker.log_tail()}"
+            ) from None
+
     # --- the fleet
     def install_key(self, state: StateDir) -> None:
         """Put the cloud's signing key into a state directory, so provisioning it pins this cloud's key."""

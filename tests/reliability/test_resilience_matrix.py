@@ -12,15 +12,18 @@ import asyncio
 import json
 from collections import Counter
 from collections.abc import AsyncIterator
+from pathlib import Path
 
 import pytest
 from reliability_kit import FLEET, WAIT, Ledger, assert_clean
 
+from broker.handler import HandlerConfig
 from tcu_sim.events import CarCommandHandled, CarConnection, CarMessageHandled
 from tcu_sim.faults import Attacker, attack_grants
 from tcu_sim.fleet import expand_fleet, parse_fleet
 from tcu_sim.protocol import Topics
 from tcu_sim.testing import NotSupported, Sandbox, SimCar, SimClock, SimFaults, SimFleet, SimUser
+from tcu_sim.testing.plugin import require_mosquitto
 from tcu_sim.transport import Backoff
 
 pytestmark = pytest.mark.tcu_fleet(FLEET)
@@ -243,3 +246,44 @@ def test_t5_reconnect_storm_has_no_waves() -> None:
     assert peak <= bound, sorted(per_second.items())
     first = min(per_second)
     assert all(per_second[second] <= per_second[first] for second in per_second), sorted(per_second.items())
+
+
+async def test_t3_cloud_down_and_back(tmp_path: Path) -> None:
+    """The cloud process goes down (its handler leaves the broker; it keeps its session there, as deployed) while
+    an app asks for a command and the cars report their status; it comes back. The request is answered and the
+    command runs once; every status sent meanwhile is applied once; a command for a car that is away times out."""
+    require_mosquitto()
+    handler_config = HandlerConfig(
+        session_expiry_s=3600, car_workers=2, app_workers=2, reconnect_base_s=0.05, reconnect_cap_s=1.0
+    )
+    async with Sandbox(tmp_path, broker="mosquitto", handler_config=handler_config, name="t3") as sandbox:
+        fleet = await sandbox.start_fleet(FLEET)
+        user = await sandbox.new_user()
+        cars = [fleet.car(i) for i in range(3)]
+        for car in cars:
+            await user.enrol(car)
+        ledger = Ledger(sandbox, "T3")
+        try:
+            away = cars[2]
+            await sandbox.faults.offline(away)
+            await sandbox.cloud.stop()
+            # While the cloud is down: the app asks (the request waits in the cloud's session on the broker) ...
+            asked = asyncio.create_task(ledger.send(user, cars[0], "honk_and_flash", HONK))
+            asked_away = asyncio.create_task(ledger.send(user, away, "honk_and_flash", HONK))
+            # ... and the cars send their periodic status (60 s interval).
+            with sandbox.events.subscribe(CarMessageHandled, name="t3.statuses") as statuses:
+                await sandbox.clock.advance(61)
+                await sandbox.cloud.start()
+                command_id, away_id = await asyncio.wait_for(asyncio.gather(asked, asked_away), WAIT)
+                applied: set[str] = set()
+                while applied != {cars[0].vin, cars[1].vin}:
+                    event = await statuses.wait_for(lambda e: e.topic_kind == "status", WAIT)
+                    assert event.applied, event
+                    applied.add(event.vin)
+            assert (await ledger.wait_final([command_id]))[command_id] == "succeeded"
+            await sandbox.clock.advance(120)  # the away car's command outlives its TTL
+            assert (await ledger.wait_final([away_id]))[away_id] == "timed_out"
+            figures = ledger.figures("T3", cloud_restarts=1, statuses_while_down=len(applied))
+        finally:
+            ledger.close()
+    assert_clean(figures)
