@@ -107,6 +107,7 @@ class Dashboard:
         self.operator_token = operator_token
         self.flush_s = flush_s
         self._last: dict[str, str] = {}  # vin -> its newest command step, from the event stream
+        self._specs = {spec.vin: spec for spec in stack.cars}
         self.app: ASGIApp = _Guard(self._build(), operator_token)
 
     def __repr__(self) -> str:
@@ -125,7 +126,7 @@ class Dashboard:
         stack = self.stack
         runner = stack.fleet
         session = runner.sessions[vin]
-        spec = next(s for s in stack.cars if s.vin == vin) if users is None else None
+        spec = self._specs[vin]
         snap = session.vehicle.snapshot(stack.clock.now(), online=session.online, signal_pct=session.signal_pct)
         doors = snap.doors.model_dump(mode="json")
         windows = snap.windows.model_dump(mode="json")
@@ -134,8 +135,8 @@ class Dashboard:
         position = session.vehicle.position
         return {
             "vin": vin,
-            "model": (spec or _spec(stack, vin)).model.value,
-            "group": (spec or _spec(stack, vin)).group,
+            "model": spec.model.value,
+            "group": spec.group,
             "online": session.online,
             "signal_pct": session.signal_pct,
             "locked": snap.locked,
@@ -384,10 +385,6 @@ class Dashboard:
         if isinstance(event, BrokerAction):
             return _sse("notice", {"line": f"broker {event.action}"})
         return None
-
-
-def _spec(stack: LocalStack, vin: str) -> Any:
-    return next(s for s in stack.cars if s.vin == vin)
 
 
 def _faults(faults: Any, session: Any, clock: Any) -> list[str]:
