@@ -4,15 +4,16 @@ in Python by the embedded broker's topic plugin.
 Two listeners, two ACLs:
 
 - the **device** listener (mutual TLS, username = certificate CN). Cars get `pattern` lines with `%u`, so each car
-  writes only `tcu/<its VIN>/status|events|results|connection` and reads only `tcu/<its VIN>/commands` and
-  `sim/<its VIN>/control`. `%u` is safe because the fleet PKI only issues CNs that are VINs or lower-case names
-  without `+`, `#` or `/` (see `broker.pki`). Mosquitto applies pattern lines to every user of the listener, so
-  `cloud` also "owns" `tcu/cloud/...`; no car can be called that, so the grant is inert.
+  writes only `tcu/<its VIN>/status|events|results|connection` and `sim/<its VIN>/control/results` (its replies
+  to operator controls) and reads only `tcu/<its VIN>/commands` and `sim/<its VIN>/control`. `%u` is safe
+  because the fleet PKI only issues CNs that are VINs or lower-case names without `+`, `#` or `/` (see
+  `broker.pki`). Mosquitto applies pattern lines to every user of the listener, so `cloud` also "owns"
+  `tcu/cloud/...`; no car can be called that, so the grant is inert.
   `cloud` reads every car's status, events, results and connection topics, writes every car's commands, reads
   `app/+/requests` and writes `app/+/responses` and `app/+/events`; so do `cloud-2` ... `cloud-<clouds>`, one
   identity per cloud process (the client id is the CN, so two processes cannot share one).
-  `operator` writes `sim/#` (simulator control and faults) and reads `tcu/+/connection` for the live view; it
-  reads nothing else (status, events and results are the
+  `operator` writes `sim/#` (simulator control and faults), reads the cars' replies `sim/+/control/results`
+  and reads `tcu/+/connection` for the live view; it reads nothing else (status, events and results are the
   cloud's to verify and show). `operator-2` ... `operator-8` have the same rights, one per operator tool
   running at once (`FleetPKI.lease_operator`).
   Mosquitto's ACL file has no wildcard user names, so every one of these identities gets its own `user` block.
@@ -133,6 +134,7 @@ class AclPolicy:
             Grant(w, self._t("tcu/%u/connection")),
             Grant(r, self._t("tcu/%u/commands")),
             Grant(r, self._t("sim/%u/control")),
+            Grant(w, self._t("sim/%u/control/results")),
         )
 
     @property
@@ -155,6 +157,7 @@ class AclPolicy:
         """What the operator (CN `operator`) may do: simulator control, and connection state for the live view."""
         return (
             Grant(GrantAccess.WRITE, self._t("sim/#")),
+            Grant(GrantAccess.READ, self._t("sim/+/control/results")),
             Grant(GrantAccess.READ, self._t("tcu/+/connection")),
         )
 

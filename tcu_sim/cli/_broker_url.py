@@ -1,5 +1,6 @@
-"""Broker URLs of the command line, `mqtts://host:port` (TLS) and `mqtt://host:port` (plaintext), and the TLS
-context for them from the state directory's fleet PKI or explicit files."""
+"""Broker URLs of the command line, `mqtts://host:port` (TLS) and `mqtt://host:port` (plaintext), the TLS
+context for them from the state directory's fleet PKI or explicit files, and the broker of the stack running on
+a state directory (`<state>/endpoints.json`, written by `tcu-sim up`)."""
 
 from __future__ import annotations
 
@@ -8,10 +9,34 @@ from pathlib import Path
 
 import click
 
-from tcu_sim.fleet import BrokerUrl
+from tcu_sim.fleet import BrokerUrl, read_endpoints
 from tcu_sim.fleet import parse_broker_url as _parse
 
-__all__ = ["BrokerUrl", "parse_broker_url", "tls_context"]
+__all__ = ["DEFAULT_DEVICE_URL", "BrokerUrl", "device_broker_url", "parse_broker_url", "stack_app_url", "tls_context"]
+
+DEFAULT_DEVICE_URL = "mqtts://127.0.0.1:8883"
+
+
+def device_broker_url(given: str | None, state_dir: Path) -> str:
+    """The device listener to use: `--broker` when given, else the one the stack running on `state_dir` recorded,
+    else the default port. A recorded stack that is gone is an error that says so (not "connection refused")."""
+    if given is not None:
+        return given
+    endpoints = read_endpoints(state_dir)
+    if endpoints is None:
+        return DEFAULT_DEVICE_URL
+    if not endpoints.alive:
+        raise click.ClickException(
+            f"{state_dir}: the stack that ran here (pid {endpoints.pid}, tcu-sim {endpoints.holder}) is gone; "
+            f"start it again, or give --broker"
+        )
+    return endpoints.device
+
+
+def stack_app_url(state_dir: Path) -> str | None:
+    """The app listener of the stack running on `state_dir`, if one recorded it and still runs."""
+    endpoints = read_endpoints(state_dir)
+    return endpoints.app if endpoints is not None and endpoints.alive else None
 
 
 def parse_broker_url(url: str, *, default_port: int | None = None) -> BrokerUrl:

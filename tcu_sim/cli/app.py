@@ -39,7 +39,7 @@ from tcu_sim.app import (
     SpinIncorrect,
     SpinLocked,
 )
-from tcu_sim.cli._broker_url import parse_broker_url, tls_context
+from tcu_sim.cli._broker_url import parse_broker_url, stack_app_url, tls_context
 from tcu_sim.protocol import CommandOp, CommandState
 
 __all__ = ["SessionFile", "app", "default_session_path"]
@@ -111,7 +111,8 @@ class _Options:
     session: SessionFile
 
     def client(self) -> AppClient:
-        url = self.broker or self.session.get("broker") or f"mqtts://localhost:{_APP_PORT}"
+        url = (self.broker or self.session.get("broker") or stack_app_url(self.state_dir)
+               or f"mqtts://localhost:{_APP_PORT}")
         broker = parse_broker_url(url, default_port=_APP_PORT)
         username = self.username or broker.username or self.session.get("username")
         if not username:
@@ -180,7 +181,7 @@ def _when(ts: float | None) -> str:
 # -- the group ------------------------------------------------------------------------------------------------
 @click.group("app")
 @click.option("--broker", default=None, help=f"mqtts://HOST:PORT of the app listener (default: the session's, else "
-              f"mqtts://localhost:{_APP_PORT}).")
+              f"the one of the stack running on --state, else mqtts://localhost:{_APP_PORT}).")
 @click.option("--username", default=None, help="MQTT username = client id of this app (default: the session's).")
 @click.option("--mqtt-password", default=None, envvar="TCU_SIM_APP_MQTT_PASSWORD",
               help="MQTT password of the app login (or TCU_SIM_APP_MQTT_PASSWORD).")

@@ -34,6 +34,7 @@ from broker.registry import AuditRecord, MailRecord, Registry, RegistryError, Ve
 from broker.runtime import BrokerLogin, CloudKeys, CloudSite, open_cloud
 from tcu_sim.cli._broker_url import BrokerUrl, parse_broker_url, tls_context
 from tcu_sim.cli._metrics import metrics_option, serve_metrics
+from tcu_sim.cli._state import hold_state
 from tcu_sim.clock import SystemClock
 from tcu_sim.events import EventStream
 from tcu_sim.fleet import StateDir, StateDirError
@@ -179,6 +180,9 @@ def run_command(
     broker = parse_broker_url(broker_url)
     http = _http_address(http_address) if http_address is not None else None
     state = StateDir(state_dir)
+    # One cloud per client id on a state directory, beside its fleet; never beside a whole `up` (exit 2).
+    role = "cloud-" + "".join(c if c.isalnum() or c in "-_." else "_" for c in client_id)[:64]
+    lock = hold_state(state_dir, "cloud run", role=role)
     try:
         cloud_key = state.load_cloud_signing_key()
         fleet_keys = state.load_fleet_keys()
@@ -240,6 +244,8 @@ def run_command(
         _run(main())
     except RegistryError as exc:
         raise click.ClickException(f"{db.split('@')[-1]}: {exc}") from None
+    finally:
+        lock.release()
 
 
 def _http_address(value: str) -> tuple[str, int]:

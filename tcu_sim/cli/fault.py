@@ -16,7 +16,8 @@ from typing import Any
 import aiomqtt
 import click
 
-from tcu_sim.cli._broker_url import parse_broker_url, tls_context
+from tcu_sim.cli._broker_url import device_broker_url, parse_broker_url
+from tcu_sim.cli._operator import operator_login
 from tcu_sim.faults import (
     BROKER_ACTIONS,
     BandwidthFault,
@@ -26,6 +27,7 @@ from tcu_sim.faults import (
     ClearFault,
     ClearWhat,
     ClockSkewFault,
+    ControlReplies,
     DataLimitFault,
     Direction,
     FaultOperator,
@@ -42,6 +44,7 @@ from tcu_sim.faults import (
     WeakSignalFault,
     broker_control,
     describe_fault,
+    new_control_id,
 )
 from tcu_sim.fleet import (
     FleetError,
@@ -50,7 +53,7 @@ from tcu_sim.fleet import (
     parse_duration,
     parse_selector,
 )
-from tcu_sim.protocol import Topics, is_valid_vin
+from tcu_sim.protocol import ControlResult, Topics, is_valid_vin
 
 __all__ = ["fault"]
 
@@ -115,8 +118,9 @@ class _FaultGroup(click.Group):
 
 @click.group("fault", cls=_FaultGroup, epilog=_EXAMPLES)
 @click.option("--group", "-g", "groups", multiple=True, help="Every car of this group (repeatable).")
-@click.option("--broker", "broker_url", default="mqtts://127.0.0.1:8883", show_default=True,
-              help="Device listener of the broker (mutual TLS as `operator`).")
+@click.option("--broker", "broker_url", default=None,
+              help="Device listener of the broker (mutual TLS as `operator`). [default: the broker of the stack "
+                   "running on --state, else mqtts://127.0.0.1:8883]")
 @click.option("--state", "state_dir", type=click.Path(file_okay=False, path_type=Path), default=Path(".tcu-sim/demo"),
               show_default=True, help="State directory: fleet PKI (operator certificate), manifest (groups), "
               "broker control socket.")
@@ -128,7 +132,7 @@ class _FaultGroup(click.Group):
 def fault(
     ctx: click.Context,
     groups: tuple[str, ...],
-    broker_url: str,
+    broker_url: str | None,
     state_dir: Path,
     topic_prefix: str,
     toxiproxy_url: str | None,
@@ -155,7 +159,7 @@ class _Target:
         *,
         cars: tuple[str, ...],
         groups: tuple[str, ...],
-        broker_url: str,
+        broker_url: str | None,
         state: Path,
         topic_prefix: str,
         toxiproxy_url: str | None,
@@ -217,27 +221,44 @@ def _send(target: _Target, fault_: CarFault) -> None:
         _send_toxiproxy(target, fault_)
         return
     vins = target.vins()
-    broker = parse_broker_url(target.broker_url)
-    tls = None
+    broker = parse_broker_url(device_broker_url(target.broker_url, target.state))
+    identifier, tls = "operator-fault-cli", None
     if broker.tls:
-        from broker.pki import FleetPKI
+        identifier, tls = operator_login(target.state)  # an operator identity of its own: client id = CN
 
-        pki = FleetPKI(target.state / "pki")
-        operator = pki.paths("operator")
-        tls = tls_context(ca=pki.ca_cert_path, cert=operator.cert, key=operator.key)
+    topics = Topics(target.topic_prefix)
+    if fault_.id is None:
+        fault_ = fault_.model_copy(update={"id": new_control_id()})
+    assert fault_.id is not None  # just given
+    fault_id = fault_.id
 
-    async def send() -> str:
-        async with asyncio.timeout(target.timeout), aiomqtt.Client(
-            broker.host, broker.port, identifier="operator-fault-cli", tls_context=tls, timeout=target.timeout
+    async def send() -> dict[str, ControlResult]:
+        async with asyncio.timeout(target.timeout) as connecting, aiomqtt.Client(
+            broker.host, broker.port, identifier=identifier, tls_context=tls, timeout=target.timeout
         ) as client:
-            return await FaultOperator(client, Topics(target.topic_prefix)).send(vins, fault_)
+            replies = ControlReplies(client, topics)
+            await replies.subscribe(vins)
+            await FaultOperator(client, topics).send(vins, fault_)
+            connecting.reschedule(None)  # sent: the cars' answers have a timeout of their own
+            return await replies.wait(fault_id, vins, timeout=target.timeout)
 
     try:
-        fault_id = asyncio.run(send())
+        answers = asyncio.run(send())
     except (aiomqtt.MqttError, OSError, TimeoutError) as exc:
         raise click.ClickException(f"{broker}: could not publish the fault: {exc or type(exc).__name__}") from None
     cars = f"{len(vins)} car{'s' if len(vins) != 1 else ''}" if len(vins) != 1 else vins[0]
-    click.echo(f"{describe_fault(fault_)} sent to {cars} (id {fault_id})")
+    refused = {vin: reply.error or "no reason given" for vin, reply in answers.items() if not reply.ok}
+    silent = [vin for vin in vins if vin not in answers]
+    applied = len(answers) - len(refused)
+    click.echo(f"{describe_fault(fault_)} sent to {cars} (id {fault_id}): {applied} applied"
+               + (f", {len(refused)} refused" if refused else "") + (f", {len(silent)} no answer" if silent else ""))
+    for vin, why in refused.items():
+        click.echo(f"{vin}: refused: {why}", err=True)
+    if silent:
+        shown = ", ".join(silent[:5]) + (f" and {len(silent) - 5} more" if len(silent) > 5 else "")
+        click.echo(f"no car answered within {target.timeout:g} s: {shown} (in the running fleet?)", err=True)
+    if refused or silent:
+        raise click.exceptions.Exit(1)
 
 
 def _send_toxiproxy(target: _Target, fault_: CarFault) -> None:

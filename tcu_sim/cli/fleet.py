@@ -13,6 +13,7 @@ from typing import Any
 import click
 
 from tcu_sim.cli._metrics import metrics_option, serve_metrics
+from tcu_sim.cli._state import hold_state
 from tcu_sim.clock import SystemClock
 from tcu_sim.faults import FleetFaults
 from tcu_sim.fleet import (
@@ -192,6 +193,8 @@ def run_command(
     cars = expand_fleet(config)
     if shard is not None:
         cars = select_shard(cars, shard.index, shard.count)
+    # One fleet per shard on a state directory, beside its cloud; never beside a whole `up` (exit 2).
+    lock = hold_state(state, "fleet run", role="fleet" if shard is None else f"fleet-{shard.index}of{shard.count}")
     try:
         provision(cars, state, clock=SystemClock(), pki=broker.tls)
     except FleetError as exc:
@@ -220,7 +223,10 @@ def run_command(
                     published = sum(s.stats.published for s in runner.sessions.values())
                     click.echo(f"online {runner.online_count}/{len(cars)}, published {published}", err=True)
 
-    _run_until_signal(main())
+    try:
+        _run_until_signal(main())
+    finally:
+        lock.release()
 
 
 def _run_until_signal(coro: Coroutine[Any, Any, None]) -> None:

@@ -8,6 +8,13 @@
 State (keys, certificates, the broker's persistence, the cloud's registry, the app login) lives in
 `.tcu-sim/<fleet name>` and is kept for the next run; the structured log goes to `<state>/up.log`. Ctrl-C or
 SIGTERM stops fleet, cloud and broker in that order and exits 0.
+
+One stack per state directory: `up` holds `<state>/.lock` while it runs, and a second `up` (or `fleet run`,
+`cloud run`) on the same directory exits 2 before it writes anything, naming the holder's pid. While it runs,
+`<state>/endpoints.json` says where its broker listens (`tcu-sim car`, `fault` and `app` read it).
+
+The demo users' passwords and S-PINs are printed only when stdout is a terminal; otherwise (a CI log) the login
+instructions say where to find them in the fleet file.
 """
 
 from __future__ import annotations
@@ -27,8 +34,9 @@ import structlog
 
 from tcu_sim.cli._http import HttpChoice, http_choice, http_options, start_dashboard
 from tcu_sim.cli._metrics import metrics_option, serve_metrics
+from tcu_sim.cli._state import StateInUse, hold_state
 from tcu_sim.cli.fleet import load_fleet_or_fail
-from tcu_sim.fleet import FleetConfig, UserRole
+from tcu_sim.fleet import FleetConfig, StateLock, UserRole
 from tcu_sim.logging import configure_logging, redact_secrets
 from tcu_sim.stack import (
     TERMINAL_APP,
@@ -38,6 +46,7 @@ from tcu_sim.stack import (
     LocalStack,
     LoginHelp,
     PlainView,
+    StackBusy,
     StackConfig,
     StackError,
     login_instructions,
@@ -167,16 +176,21 @@ def up(
         )
     except ValueError as exc:
         raise click.ClickException(f"{fleet_file}: {exc}") from None
-    http = http_choice(http_port, no_http, http_host, operator_token)
     view = not no_view and sys.stdout.isatty()
     log_path = state / "up.log"
     out = sys.stdout
-    _say(out, f"tcu-sim up: fleet {fleet.name!r} ({fleet.car_count} cars) from {_shown(fleet_file)}, "
-              f"state {_shown(state)}, log {_shown(log_path)}")
-    with _log_to_file(log_path, _root_log_level()):
-        _run_until_signal(
-            _main(fleet, config, view=view, duration=duration, metrics_port=metrics_port, out=out, http=http)
-        )
+    http = http_choice(http_port, no_http, http_host, operator_token)
+    lock = hold_state(state, "up")  # before anything is written there (the log included)
+    try:
+        _say(out, f"tcu-sim up: fleet {fleet.name!r} ({fleet.car_count} cars) from {_shown(fleet_file)}, "
+                  f"state {_shown(state)}, log {_shown(log_path)}")
+        with _log_to_file(log_path, _root_log_level()):
+            _run_until_signal(
+                _main(fleet, config, view=view, duration=duration, metrics_port=metrics_port, out=out, lock=lock,
+                      fleet_file=fleet_file, http=http)
+            )
+    finally:
+        lock.release()
 
 
 def _say(out: TextIO, line: str = "") -> None:
@@ -184,13 +198,13 @@ def _say(out: TextIO, line: str = "") -> None:
 
 
 async def _main(
-    fleet: FleetConfig, config: StackConfig, *, view: bool, duration: float | None, out: TextIO,
-    metrics_port: int | None = None, http: HttpChoice | None = None,
+    fleet: FleetConfig, config: StackConfig, *, view: bool, duration: float | None, out: TextIO, lock: StateLock,
+    fleet_file: Path, metrics_port: int | None = None, http: HttpChoice | None = None,
 ) -> None:
     from rich.console import Console
 
     _say(out, "starting broker, cloud and fleet …")
-    stack = LocalStack(fleet, config)
+    stack = LocalStack(fleet, config, lock=lock)
     started = False
     try:
         metrics = serve_metrics(metrics_port, stack.events, cloud=lambda: stack.cloud.stats,
@@ -198,7 +212,7 @@ async def _main(
         async with metrics, stack:
             started = True
             try:
-                hint = _report(stack, fleet, config, out)
+                hint = _report(stack, fleet, config, out, fleet_file=fleet_file)
                 url = await start_dashboard(stack, http) if http is not None else None
                 if url is not None:
                     _say(out, f"dashboard: {url}/   app API: {url}/api/v1/ (OpenAPI: {url}/openapi.json)")
@@ -211,6 +225,8 @@ async def _main(
                         await runner.run()
             finally:
                 _say(out, "stopping fleet, cloud and broker …")
+    except StackBusy as exc:
+        raise StateInUse(str(exc)) from None
     except StackError as exc:
         raise click.ClickException(str(exc)) from None
     finally:
@@ -218,7 +234,7 @@ async def _main(
             _say(out, f"stopped; state kept in {_shown(stack.state.root)}")
 
 
-def _report(stack: LocalStack, fleet: FleetConfig, config: StackConfig, out: TextIO) -> str | None:
+def _report(stack: LocalStack, fleet: FleetConfig, config: StackConfig, out: TextIO, *, fleet_file: Path) -> str | None:
     """Print what runs where, how fast the fleet came online, the users, and the login instructions; the
     one-line hint for the live view's header."""
     broker, timings = stack.broker, stack.timings
@@ -252,10 +268,13 @@ def _report(stack: LocalStack, fleet: FleetConfig, config: StackConfig, out: Tex
         return None
     user = users[0]
     vins = [c.vin for c in stack.users if c.email == user.email and c.outcome is not EnrolmentOutcome.SKIPPED]
+    # Secrets only to a person at a terminal: piped or redirected, stdout ends up in CI logs.
+    shown = out.isatty()
     help_ = LoginHelp(
         program=_program(), state_dir=_shown(stack.state.root), session_path=_shown(stack.app_session_path),
-        app_url=terminal.url, email=user.email, password=user.password.get_secret_value(),
-        spin=user.spin.get_secret_value(), vins=vins,
+        app_url=terminal.url, email=user.email, password=user.password.get_secret_value() if shown else None,
+        spin=user.spin.get_secret_value() if shown else None, vins=vins,
+        secrets_from=f"{_shown(fleet_file)} (users[{fleet.users.index(user)}])",
     )
     _say(out)
     for line in login_instructions(help_):

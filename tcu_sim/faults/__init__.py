@@ -14,7 +14,7 @@ from ._errors import (
     ToxiproxyError,
 )
 from ._fleet import CarFaults, ControllableBroker, FaultLog, FleetFaults, Injection, ProxyMode, TransportBackend
-from ._operator import FaultOperator, control_payload, fault_payload
+from ._operator import ControlReplies, FaultOperator, control_payload, fault_payload, new_control_id
 from ._outage import OutageModel, fault_rng
 from ._proxy import FaultProxy, ProxyRoute, RouteStats
 from ._spec import (
@@ -58,6 +58,7 @@ __all__ = [
     "ClearWhat",
     "ClockSkewFault",
     "CommandForge",
+    "ControlReplies",
     "ControllableBroker",
     "DataLimitFault",
     "Direction",
@@ -96,6 +97,7 @@ __all__ = [
     "fault_payload",
     "fault_rng",
     "flip_signature",
+    "new_control_id",
     "parse_fault",
     "step_fault_params",
     "toxiproxy_toxics",

@@ -737,17 +737,24 @@ class FleetFaults:
                 self.ended(f"route:{route}", ClearWhat.TRANSPORT.value)
 
     # --- live control (`fault` on sim/{vin}/control) --------------------------------------------------------
-    def _on_control(self, session: TcuSession, params: dict[str, Any]) -> None:
+    def _on_control(self, session: TcuSession, params: dict[str, Any]) -> str | None:
+        """Take a `fault` control (None), or say why not (the car's reply to the operator)."""
         try:
             fault = parse_fault(params)
         except FaultSpecError as exc:
             self.refused_controls += 1
             self.record(session.vin, f"fault {str(params.get('kind', '?'))[:32]}", "control", refused=str(exc))
-            return
+            return str(exc)
+        if isinstance(fault, _TOXICS) and (self.backend is None or session.vin not in self._route_of):
+            refused = "this run has no fault proxy (start it with a proxy mode, or use Toxiproxy)"
+            self.refused_controls += 1
+            self.record(session.vin, describe_fault(fault), "control", refused=refused)
+            return refused
         # Applied on a task: the control arrived inside the MQTT read callback, and a hard drop right here
         # would cut the connection before the PUBACK for this very message went out (the broker would send
         # the fault again on reconnect; the id makes that harmless, but it should not happen at all).
         self.spawn(self._apply_control(session.vin, fault), f"faults[{session.vin}].control")
+        return None
 
     async def _apply_control(self, vin: str, fault: CarFault) -> None:
         await asyncio.sleep(0)  # one loop turn: the socket's write callback sends the PUBACK first

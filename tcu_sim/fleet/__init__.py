@@ -44,6 +44,16 @@ from tcu_sim.fleet._expand import (
 from tcu_sim.fleet._hook import FleetHook, NoHook
 from tcu_sim.fleet._limits import raise_open_files_limit
 from tcu_sim.fleet._load import fleet_schema, fleet_schema_json, load_fleet, parse_fleet
+from tcu_sim.fleet._lock import (
+    ENDPOINTS_FILE,
+    LOCK_FILE,
+    Endpoints,
+    StateBusy,
+    StateLock,
+    read_endpoints,
+    remove_endpoints,
+    write_endpoints,
+)
 from tcu_sim.fleet._provision import ProvisionResult, issue_certificates, provision
 from tcu_sim.fleet._runner import BrokerUrl, FleetRunner, car_tls_context, parse_broker_url, parse_broker_urls
 from tcu_sim.fleet._selectors import CarSelector, parse_selector
@@ -51,6 +61,8 @@ from tcu_sim.fleet._state import CLOUD_KID, Manifest, ManifestVehicle, StateDir
 
 __all__ = [
     "CLOUD_KID",
+    "ENDPOINTS_FILE",
+    "LOCK_FILE",
     "REFERENCE_DATE",
     "AgeRange",
     "BrokerUrl",
@@ -62,6 +74,7 @@ __all__ = [
     "ConnectivityProfile",
     "Coordinates",
     "Duration",
+    "Endpoints",
     "FleetConfig",
     "FleetConfigError",
     "FleetDefaults",
@@ -79,8 +92,10 @@ __all__ = [
     "ScenarioStep",
     "Shard",
     "ShardError",
+    "StateBusy",
     "StateDir",
     "StateDirError",
+    "StateLock",
     "UserConfig",
     "UserRole",
     "Zone",
@@ -100,6 +115,9 @@ __all__ = [
     "parse_shard",
     "provision",
     "raise_open_files_limit",
+    "read_endpoints",
+    "remove_endpoints",
     "select_cars",
     "select_shard",
+    "write_endpoints",
 ]

@@ -47,6 +47,7 @@ __all__ = [
     "ConnectionInfo",
     "ControlAction",
     "ControlMessage",
+    "ControlResult",
     "DoorName",
     "DoorState",
     "Doors",
@@ -696,11 +697,22 @@ class PushEvent(_Model):
     data: dict[str, Any] = Field(default_factory=dict)
 
 
-class ControlMessage(_Model):
-    """Simulator control on `sim/{vin}/control` (unsigned JSON): an action and its parameters."""
+class ControlMessage(_SparseModel):
+    """Simulator control on `sim/{vin}/control` (unsigned JSON): an action, its parameters, and an optional `id`."""
 
     action: Annotated[ControlAction, _LAX]
     params: dict[str, Any] = Field(default_factory=dict, repr=False)  # may hold a password or pairing code
+    #: When given, the car answers on `sim/{vin}/control/results` with a `ControlResult` of this id.
+    id: str | None = Field(default=None, min_length=1, max_length=_ID_MAX)
+
+
+class ControlResult(_SparseModel):
+    """The car's answer on `sim/{vin}/control/results` to a control that carried an `id`: applied (`ok`), or
+    refused and why (`error`: a refused parameter, an action the car cannot do, a refused fault)."""
+
+    id: str = Field(min_length=1, max_length=_ID_MAX)
+    ok: bool
+    error: str | None = Field(default=None, max_length=_TEXT_MAX)
 
 
 # --------------------------------------------------------------------------------------------------- parsing

@@ -2,7 +2,7 @@
 
     {prefix}/tcu/{vin}/status|events|commands|results|connection
     {prefix}/app/{client_id}/requests|responses|events
-    {prefix}/sim/{vin}/control
+    {prefix}/sim/{vin}/control, {prefix}/sim/{vin}/control/results
 
 A level built from outside input (a VIN, a client id) is refused with ProtocolError before any topic is built
 when it is empty or holds `+`, `#`, `/`, NUL or another non-printable character (BAD_TOPIC); a VIN level must
@@ -163,6 +163,14 @@ class Topics:
     def control(self, vin: str) -> str:
         """`sim/{vin}/control`: simulator control (unsigned)."""
         return self._build(TopicKind.CONTROL, _check_vin_level(vin))
+
+    def control_results(self, vin: str) -> str:
+        """`sim/{vin}/control/results`: the car's `ControlResult` for each control that carried an `id`."""
+        return f"{self.control(vin)}/results"
+
+    def all_control_results(self) -> str:
+        """`sim/+/control/results`: every car's control replies (what the operator reads)."""
+        return f"{self._build(TopicKind.CONTROL, '+')}/results"
 
     def for_vin(self, kind: TopicKind, vin: str) -> str:
         """The topic of `kind` for `vin` (any car or control kind)."""

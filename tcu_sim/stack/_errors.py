@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-__all__ = ["BrokerStartError", "EnrolmentError", "FleetStartError", "StackError"]
+__all__ = ["BrokerStartError", "EnrolmentError", "FleetStartError", "StackBusy", "StackError"]
 
 
 class StackError(Exception):
@@ -19,3 +19,7 @@ class FleetStartError(StackError):
 
 class EnrolmentError(StackError):
     """A user of the fleet file could not be created or their cars not enrolled."""
+
+
+class StackBusy(StackError):
+    """Another running process holds the state directory (SPEC §7); nothing was started or written."""

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import time
 from collections.abc import AsyncIterator, Callable, Coroutine, Mapping
 from dataclasses import dataclass, field
@@ -38,6 +39,7 @@ from tcu_sim.clock import Clock, SystemClock
 from tcu_sim.events import (
     AppRequestRefused,
     CarConnection,
+    CarControlHandled,
     CloudConnection,
     CommandChanged,
     Event,
@@ -48,20 +50,25 @@ from tcu_sim.events import (
 from tcu_sim.faults import FleetFaults
 from tcu_sim.fleet import (
     CarSpec,
+    Endpoints,
     FleetConfig,
     FleetError,
     FleetRunner,
+    StateBusy,
     StateDir,
+    StateLock,
     expand_fleet,
     provision,
     raise_open_files_limit,
+    remove_endpoints,
+    write_endpoints,
 )
 from tcu_sim.onboard import EnrolmentOutcome, OnboardingError, UserCar, set_up_users
 from tcu_sim.protocol import AuxState, CommandState, Topics
 from tcu_sim.stack._broker import BrokerInfo, open_broker
 from tcu_sim.stack._cloud import stack_cloud
 from tcu_sim.stack._config import StackConfig
-from tcu_sim.stack._errors import EnrolmentError, FleetStartError, StackError
+from tcu_sim.stack._errors import EnrolmentError, FleetStartError, StackBusy, StackError
 from tcu_sim.stack._files import load_app_logins, write_app_session
 from tcu_sim.stack._trace import CommandLog
 from tcu_sim.transport import TcuSession
@@ -146,6 +153,7 @@ class LocalStack:
         *,
         clock: Clock | None = None,
         passwords: PasswordHasher | None = None,
+        lock: StateLock | None = None,
     ) -> None:
         self.fleet_config = fleet
         self.config = config
@@ -161,6 +169,9 @@ class LocalStack:
         #: The recent `StackEvent` lines (the live view's log).
         self.recent: list[StackEvent] = []
         self._passwords = passwords
+        #: The state directory's lock (SPEC §7: one running stack per directory); taken at start unless the
+        #: caller holds it already (`tcu-sim up` takes it before it opens its log there).
+        self.lock = lock if lock is not None else StateLock(config.state_dir, holder="up")
         self._broker: BrokerInfo | None = None
         self._cloud: CloudHandler | None = None
         self._runner: FleetRunner | None = None
@@ -249,6 +260,12 @@ class LocalStack:
     async def _start(self) -> None:
         cfg = self.config
         t0 = self._started_at
+        if not self.lock.held:
+            # Before anything is written: a second stack on this directory changes nothing of the first.
+            try:
+                self._exit.enter_context(self.lock)
+            except StateBusy as exc:
+                raise StackBusy(str(exc)) from None
         try:
             # Keys and certificates, and the password hasher (its constructor hashes once: a blocking ~0.1-0.5 s),
             # in threads while nothing else runs yet.
@@ -266,6 +283,7 @@ class LocalStack:
             open_broker(cfg, self.pki, logins, topic_prefix=self.fleet_config.topic_prefix)
         )
         self._broker = broker
+        self._record_endpoints(broker)
         self.timings.broker_s = broker.ready_at - t0
         log.info("stack.broker_ready", broker=broker.description, url=str(broker.device))
 
@@ -273,7 +291,8 @@ class LocalStack:
         # hand the cloud every retained status at once when it subscribes, which the embedded broker chokes on.)
         # Subscribed before anything runs, read once the stack is up: no command step is missed.
         watched = self.events.subscribe(
-            CommandChanged, CarConnection, CloudConnection, AppRequestRefused, name="stack.events"
+            CommandChanged, CarConnection, CloudConnection, AppRequestRefused, CarControlHandled, AlertFired,
+            RoadsideCaseOpened, name="stack.events",
         )
         self._exit.callback(watched.close)
         cloud = await self._exit.enter_async_context(
@@ -320,6 +339,17 @@ class LocalStack:
         await self._exit.enter_async_context(_cancelling(group, self._tasks))
         self._group = group
         self.spawn(self._follow(watched), name="stack.events")
+
+    def _record_endpoints(self, broker: BrokerInfo) -> None:
+        """`<state>/endpoints.json`: where `tcu-sim car`, `fault` and `app --state` find this stack's broker
+        (removed when the stack stops; a killed stack's file names a pid that is gone)."""
+        app = broker.app(TERMINAL_APP)
+        pid = os.getpid()
+        write_endpoints(self.state.root, Endpoints(
+            pid=pid, holder=self.lock.holder, device=str(broker.device), app=app.url if app is not None else None,
+            device_port=broker.device.port, app_port=app.port if app is not None else None,
+        ))
+        self._exit.callback(remove_endpoints, self.state.root, pid)
 
     async def _wait_fleet_online(self, runner: FleetRunner, broker: BrokerInfo) -> None:
         """Wait until every car has come online once — except the cars a connectivity fault of their profile holds
@@ -378,7 +408,8 @@ class LocalStack:
 
     async def _follow(self, watched: Subscription[Event]) -> None:
         """Read the event stream: command steps into the `CommandLog`; a car going offline or coming back (as the
-        car saw it), the cloud losing or regaining the broker, an app request refused, as `StackEvent`s."""
+        car saw it), the cloud losing or regaining the broker, an app request refused, an operator's action a car
+        refused, a speed or area alert that fired, a roadside case opened, as `StackEvent`s."""
         online = {vin: s.online for vin, s in self.fleet.sessions.items()}
         cloud_up = self.cloud.link.connected
         async for event in watched:
@@ -396,6 +427,15 @@ class LocalStack:
                 elif isinstance(event, AppRequestRefused):
                     # An app request the cloud refused (a wrong S-PIN, a car of somebody else's): no command.
                     self._emit(f"cloud refused 1 app request: {event.code}")
+                elif isinstance(event, CarControlHandled) and not event.ok:
+                    # An operator's action (`tcu-sim car`, `tcu-sim fault`) the car refused: the reason, here too.
+                    self._emit(f"car {event.vin} refused {event.action}: {event.error}")
+                elif isinstance(event, AlertFired):
+                    to = await self._email(event.user_id)
+                    self._emit(f"car {event.vin} {event.alert} alert: {event.detail} -> {to}")
+                elif isinstance(event, RoadsideCaseOpened):
+                    opened = f"case {event.case_id}" if event.case_id else "refused (services not active)"
+                    self._emit(f"car {event.vin} breakdown call: roadside assistance {opened}")
             except Exception:  # the view must never stop following
                 log.exception("stack.event_failed", event=type(event).__name__)
 

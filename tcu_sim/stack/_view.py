@@ -14,7 +14,7 @@ import asyncio
 import contextlib
 import time
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import TextIO
 
@@ -116,21 +116,27 @@ class LoginHelp:
     session_path: str
     app_url: str
     email: str
-    password: str
-    spin: str
+    password: str | None = field(repr=False)
+    """Shown only on a terminal (None: say where to find it instead; stdout may end up in a CI log)."""
+    spin: str | None = field(repr=False)
     vins: Sequence[str]
+    #: Where the password and S-PIN are written: the fleet file and the user's entry in it.
+    secrets_from: str = ""
 
 
 def login_instructions(help_: LoginHelp) -> list[str]:
     """The lines that tell a second terminal how to log in as the user, list the cars and lock one."""
     vin = help_.vins[0] if help_.vins else "VIN"
     p = help_.program
+    where = help_.secrets_from or "the fleet file"
+    password = help_.password if help_.password is not None else f"`password` of this user in {where}"
+    spin = help_.spin if help_.spin is not None else f"`spin` of this user in {where}"
     lines = [
         f"In a second terminal (in this directory), be {help_.email}'s phone app on {help_.app_url}:",
         f"  export TCU_SIM_APP_SESSION_PATH={help_.session_path} TCU_SIM_APP_STATE_DIR={help_.state_dir}",
-        f"  {p} app login {help_.email}        # password: {help_.password}",
+        f"  {p} app login {help_.email}        # password: {password}",
         f"  {p} app vehicles",
-        f"  {p} app lock {vin}      # S-PIN: {help_.spin}",
+        f"  {p} app lock {vin}      # S-PIN: {spin}",
         f"  {p} app status {vin}",
         f"  {p} app heater start {vin} --duration 20",
     ]

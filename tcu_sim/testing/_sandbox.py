@@ -39,7 +39,7 @@ from broker.launch import select_broker
 from broker.mosquitto import MosquittoNotFound
 from broker.pki import FleetPKI
 from tcu_sim.events import EventStream
-from tcu_sim.fleet import FleetConfig, FleetConfigError, load_fleet, parse_fleet
+from tcu_sim.fleet import FleetConfig, FleetConfigError, StateBusy, StateLock, load_fleet, parse_fleet
 
 from ._brokers import BrokerKind, SimBroker
 from ._clock import SimClock
@@ -207,6 +207,11 @@ class Sandbox:
 
     async def _start(self) -> None:
         self.directory.mkdir(parents=True, exist_ok=True)
+        try:
+            # One running system per directory, as for `tcu-sim up` (SPEC §7): two sandboxes never share one.
+            self._stack.enter_context(StateLock(self.directory, holder="sandbox"))
+        except StateBusy as exc:
+            raise HarnessSetupError(str(exc)) from None
         if self._broker is None:
             self._broker = await asyncio.to_thread(self._open_broker)
             self._owns_broker = True

@@ -40,6 +40,7 @@ from tcu_sim.protocol import (
     CommandResult,
     ControlAction,
     ControlMessage,
+    ControlResult,
     Event,
     KeySet,
     MessageType,
@@ -53,6 +54,7 @@ from tcu_sim.protocol import (
     Verifier,
     command_params,
     decode_json,
+    encode_json,
     parse_body,
 )
 from tcu_sim.transport._backoff import Backoff
@@ -69,7 +71,8 @@ UNKNOWN_COMMAND_ID = "unknown"  # in a `rejected` result when the refused comman
 log = structlog.get_logger("tcu_sim.tcu")
 
 #: Takes a car's `fault` controls (`sim/{vin}/control`, action `fault`) with their params: the fleet's fault layer.
-FaultHandler = Callable[["TcuSession", dict[str, Any]], None]
+#: Returns None when it takes the fault, else why it refuses it (the car's reply on `sim/{vin}/control/results`).
+FaultHandler = Callable[["TcuSession", dict[str, Any]], str | None]
 
 _REJECT_REASONS: dict[RefusalReason, RejectReason] = {
     RefusalReason.BAD_SIGNATURE: RejectReason.BAD_SIGNATURE,
@@ -166,6 +169,7 @@ class TcuSession:
         self._topic_connection = t.connection(self.vin)
         self._topic_commands = t.commands(self.vin)
         self._topic_control = t.control(self.vin)
+        self._topic_control_results = t.control_results(self.vin)
         self._log = log.bind(vin=self.vin)
 
     def __repr__(self) -> str:
@@ -480,28 +484,37 @@ class TcuSession:
         except ProtocolError as exc:
             self.stats.controls_refused += 1
             self._log.warning("control refused", reason=str(exc.reason), detail=exc.detail)
-            self._control_handled("?", f"{exc.reason}: {exc.detail}")
+            self._control_handled("?", f"{exc.reason}: {exc.detail}", _untrusted_control_id(payload))
             return
         if message.action is ControlAction.FAULT and self._fault_handler is not None:
-            self._fault_handler(self, dict(message.params))  # the fault layer logs and counts what it refuses
+            # The fault layer logs and counts what it refuses; the reply says whether it took the fault.
+            refused = self._fault_handler(self, dict(message.params))
+            if refused is not None:
+                self.stats.controls_refused += 1
+            self._control_handled(str(message.action), refused, message.id)
             return
         try:
             events = self.vehicle.control(message.action, dict(message.params), self.clock.now())
         except VehicleError as exc:
             self.stats.controls_refused += 1
             self._log.warning("control refused", action=str(message.action), detail=str(exc))
-            self._control_handled(str(message.action), str(exc))
+            self._control_handled(str(message.action), str(exc), message.id)
             return
         self._send_events(events)
         self.send_status()
-        self._control_handled(str(message.action), None)
+        self._control_handled(str(message.action), None, message.id)
 
-    def _control_handled(self, action: str, error: str | None) -> None:
+    def _control_handled(self, action: str, error: str | None, control_id: str | None) -> None:
+        """Report a control applied or refused: the event, and the reply to an operator that gave an `id`
+        (QoS 1, not retained; lost with the connection like any answer to a request)."""
+        if control_id is not None and self._link is not None:
+            reply = ControlResult(id=control_id, ok=error is None, error=None if error is None else error[:1000])
+            self._link.publish(self._topic_control_results, encode_json(reply.model_dump(mode="json")), qos=1)
         if self.events is not None:
             self.events.publish(
                 CarControlHandled(
                     at=self.clock.now(), source=Source.FLEET, vin=self.vin, action=action, ok=error is None,
-                    error=error,
+                    error=error, control_id=control_id,
                 )
             )
 
@@ -514,6 +527,16 @@ async def _wait_any(*events: Flag) -> None:
     finally:
         for waiter in waiters:
             waiter.cancel()
+
+
+def _untrusted_control_id(payload: bytes) -> str | None:
+    """The `id` of a control the car could not parse, only to address the refusal to whoever sent it."""
+    try:
+        data = decode_json(payload)
+    except ProtocolError:
+        return None
+    control_id = data.get("id") if isinstance(data, dict) else None
+    return control_id if isinstance(control_id, str) and 0 < len(control_id) <= 128 else None
 
 
 def _untrusted_command_id(payload: bytes) -> str:

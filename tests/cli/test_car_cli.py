@@ -1,4 +1,5 @@
-"""`tcu-sim car`: a person's action at the car, published as the operator, reaches the car over the real broker."""
+"""`tcu-sim car`: a person's action at the car, published as the operator, reaches the car over the real broker,
+and the car's answer on `sim/{vin}/control/results` decides the exit code (`tcu-sim fault` alike)."""
 
 from __future__ import annotations
 
@@ -6,6 +7,7 @@ import asyncio
 import contextlib
 import random
 import sys
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
@@ -19,9 +21,10 @@ from tcu_sim.transport import BrokerAddress, LinkPool, SeqStore, TcuSession
 from tcu_sim.vehicle import Vehicle
 
 
-@pytest.mark.mosquitto
-async def test_car_command_opens_a_door_of_a_running_car(mosquitto: MosquittoBroker, tmp_path: Path) -> None:
-    (tmp_path / "pki").symlink_to(mosquitto.pki.directory)  # a state directory whose PKI is the broker's
+@contextlib.asynccontextmanager
+async def running_car(mosquitto: MosquittoBroker, tmp_path: Path) -> AsyncIterator[TcuSession]:
+    """One unlocked car online on the broker, and `tmp_path` a state directory whose PKI is the broker's."""
+    (tmp_path / "pki").symlink_to(mosquitto.pki.directory)
     clock = SystemClock()
     rng = random.Random(5)
     vin = generate_vin(rng)
@@ -35,22 +38,62 @@ async def test_car_command_opens_a_door_of_a_running_car(mosquitto: MosquittoBro
         task = asyncio.create_task(session.run(pool, BrokerAddress(mosquitto.host, mosquitto.port)))
         try:
             await session.wait_online(10)
-            proc = await asyncio.create_subprocess_exec(
-                sys.executable, "-m", "tcu_sim.cli", "car", vin, "open_door", "door=front_left",
-                "--broker", f"mqtts://{mosquitto.host}:{mosquitto.port}", "--state", str(tmp_path),
-                stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
-            )
-            async with asyncio.timeout(20):
-                out, err = await proc.communicate()
-            assert proc.returncode == 0, err.decode()
-            assert "open_door sent" in out.decode()
-            async with asyncio.timeout(5):
-                while "front_left" not in {str(d) for d in vehicle.open_doors}:
-                    await session.wait_for_change()
+            yield session
         finally:
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await task
+
+
+async def tcu_sim(mosquitto: MosquittoBroker, state: Path, command: str, *args: str) -> tuple[int, str, str]:
+    """Run `tcu-sim COMMAND --broker ... --state STATE ARGS` as a process: exit code, stdout, stderr."""
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "tcu_sim.cli", command,
+        "--broker", f"mqtts://{mosquitto.host}:{mosquitto.port}", "--state", str(state), *args,
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+    )
+    async with asyncio.timeout(30):
+        out, err = await proc.communicate()
+    assert proc.returncode is not None
+    return proc.returncode, out.decode(), err.decode()
+
+
+@pytest.mark.mosquitto
+async def test_car_command_opens_a_door_of_a_running_car(mosquitto: MosquittoBroker, tmp_path: Path) -> None:
+    async with running_car(mosquitto, tmp_path) as session:
+        code, out, err = await tcu_sim(mosquitto, tmp_path, "car", session.vin, "open_door", "door=front_left")
+        assert code == 0, err
+        assert f"{session.vin}: open_door ok" in out  # the car's answer, not just "sent"
+        assert "front_left" in {str(d) for d in session.vehicle.open_doors}  # it answered after applying it
+
+
+@pytest.mark.mosquitto
+async def test_a_refused_action_exits_1_with_the_cars_reason(mosquitto: MosquittoBroker, tmp_path: Path) -> None:
+    async with running_car(mosquitto, tmp_path) as session:
+        code, out, err = await tcu_sim(mosquitto, tmp_path, "car", session.vin, "open_door", "door=frontleft")
+        assert code == 1, out + err
+        assert f"{session.vin}: open_door refused by the car: " in err
+        assert "door must be one of: front_left" in err
+        assert not session.vehicle.open_doors  # refused: nothing changed
+
+        # A fault to a car without a fault layer: refused too, and `tcu-sim fault` says so.
+        code, out, err = await tcu_sim(mosquitto, tmp_path, "fault", session.vin, "offline")
+        assert code == 1, out + err
+        assert "0 applied, 1 refused" in out
+        assert f"{session.vin}: refused: " in err
+
+
+@pytest.mark.mosquitto
+async def test_an_unknown_car_is_no_answer_not_sent(mosquitto: MosquittoBroker, tmp_path: Path) -> None:
+    async with running_car(mosquitto, tmp_path) as session:
+        unknown = generate_vin(random.Random(99))
+        assert unknown != session.vin
+        code, out, err = await tcu_sim(mosquitto, tmp_path, "car", unknown, "open_door", "door=front_left",
+                                       "--timeout", "1")
+        assert code == 1, out + err
+        assert f"no car answered within 1 s (is {unknown} in the running fleet?)" in err
+        assert "ok" not in out
+        assert not session.vehicle.open_doors  # another car's control never reaches this one
 
 
 def test_bad_params_and_vin_are_usage_errors() -> None:

@@ -98,9 +98,14 @@ async def test_live_faults_from_the_command_line(mosquitto: MosquittoBroker, tmp
 
         applied = asyncio.Event()
         faults.log.listeners.append(lambda i: applied.set() if i.target == "route:leon" else None)
-        result = await invoke_async(*common, "--group", "leon", "latency", "300ms", "--jitter", "50ms")
-        assert result.exit_code == 0, result.output
+        result = await invoke_async(
+            *common, "--timeout", "2", "--group", "leon", "latency", "300ms", "--jitter", "50ms"
+        )
+        # leon0 is offline: the broker keeps the control for it, but it cannot answer in time (SPEC §7: exit 1).
+        assert result.exit_code == 1, result.output
         assert "sent to 2 cars" in result.output
+        assert "1 applied, 1 no answer" in result.output
+        assert f"no car answered within 2 s: {leon0}" in result.output
         async with asyncio.timeout(WAIT):
             await applied.wait()
         assert isinstance(faults.backend, FaultProxy)
@@ -113,6 +118,8 @@ async def test_live_faults_from_the_command_line(mosquitto: MosquittoBroker, tmp
         faults.log.listeners.append(lambda i: skewed.set() if i.target == born else None)
         result = await invoke_async(*common, "born[0]", "skew", "--", "-90s")
         assert result.exit_code == 0, result.output
+        assert f"sent to {born} (id op-" in result.output
+        assert ": 1 applied" in result.output
         async with asyncio.timeout(WAIT):
             await skewed.wait()
         assert faults.car(born).skew_s == -90

@@ -26,6 +26,7 @@ from tcu_sim.protocol import (
     ConnectionInfo,
     ControlAction,
     ControlMessage,
+    ControlResult,
     DoorName,
     Doors,
     DoorState,
@@ -224,6 +225,18 @@ def control_messages() -> list[ControlMessage]:
     return [
         ControlMessage(action=ControlAction.LOCK_KEY),
         ControlMessage(action=ControlAction.OPEN_DOOR, params={"door": "rear_left"}),
+        ControlMessage(action=ControlAction.OPEN_DOOR, params={"door": "rearleft"}, id="op-5f2a9c1e7b3d"),
+    ]
+
+
+def control_results() -> list[ControlResult]:
+    """The car's answers on `sim/{vin}/control/results` to controls that carried an `id`."""
+    return [
+        ControlResult(id="op-1c9e04d2aa17", ok=True),
+        ControlResult(
+            id="op-5f2a9c1e7b3d", ok=False,
+            error="open_door: door must be one of: front_left, front_right, rear_left, rear_right, trunk, hood",
+        ),
     ]
 
 
@@ -284,6 +297,8 @@ def markdown() -> str:
         block("models: PushEvent", push_events()),
         "### Control\n",
         block("models: ControlMessage", control_messages()),
+        "### Control results\n",
+        block("models: ControlResult", control_results()),
         "### JWKS\n",
         block("jwks", doc_jwks()),
         "### Token\n",

@@ -1,13 +1,17 @@
 """`tcu-sim up` as a user runs it — a process of its own on the real Mosquitto — and a second terminal's
-`tcu-sim app ...` locking a car while it runs."""
+`tcu-sim app ...` locking a car while it runs; a second `up` on the same state directory refused (exit 2) while
+the first keeps working; `tcu-sim car` finding the stack's broker from its state directory; no secret on a
+piped stdout."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import os
 import re
 import signal
+import subprocess
 import sys
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
@@ -86,6 +90,24 @@ async def up_process(tmp_path: Path, *args: str) -> AsyncIterator[UpProcess]:
             await reader
 
 
+async def _tcu_sim(tmp_path: Path, *args: str, timeout: float = 60) -> tuple[int, str, str]:
+    """Run `tcu-sim ARGS` as a process next to `up`: exit code, stdout, stderr."""
+    proc = await asyncio.create_subprocess_exec(
+        *TCU_SIM, *args, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+        stdin=asyncio.subprocess.DEVNULL, env=_env(tmp_path), cwd=REPO,
+    )
+    async with asyncio.timeout(timeout):
+        out, err = await proc.communicate()
+    assert proc.returncode is not None
+    return proc.returncode, out.decode(), err.decode()
+
+
+def _dead_pid() -> int:
+    """The pid of a process that has exited."""
+    done = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, check=True)
+    return int(done.stdout)
+
+
 async def _app(tmp_path: Path, *args: str) -> tuple[int, str]:
     env = _env(tmp_path)
     env["TCU_SIM_APP_SESSION_PATH"] = str(tmp_path / "state" / "app-session.json")
@@ -117,6 +139,69 @@ async def test_up_prints_how_to_log_in_and_stops_by_itself(tmp_path: Path) -> No
     assert re.search(r"app lock VSS[A-HJ-NPR-Z0-9]{14} ", out), out
     assert "TCU_SIM_APP_SESSION_PATH=" in out
     assert "mqtt_password" not in out  # the app's MQTT login stays in the session file
+    # Piped (a CI log): where to find the password and S-PIN, never the values.
+    _, password, spin = demo_user(demo())
+    assert password not in out
+    assert f"S-PIN: {spin}" not in out
+    assert "# password: `password` of this user in fleet_configs/demo.yaml (users[0])" in out
+    assert "# S-PIN: `spin` of this user in fleet_configs/demo.yaml (users[0])" in out
+    assert not (tmp_path / "state" / "endpoints.json").exists()  # removed when `up` stopped
+
+
+async def test_a_second_up_on_the_same_state_exits_2_and_the_first_keeps_working(tmp_path: Path) -> None:
+    state = tmp_path / "state"
+    async with up_process(tmp_path, "--duration", "120") as first:
+        await first.wait_for(r"^ready", START)
+        vin = (await first.wait_for(r"app lock (VSS[A-HJ-NPR-Z0-9]{14})", 1)).group(1)
+        session = (state / "app-session.json").read_bytes()
+        endpoints = json.loads((state / "endpoints.json").read_text())
+        assert endpoints["pid"] == first.proc.pid
+        assert endpoints["device_port"] != 8883  # --port 0: a port `tcu-sim car` could not guess
+
+        code, out, err = await _tcu_sim(
+            tmp_path, "up", str(DEMO_FLEET), "--state", str(state), "--port", "0", "--no-view", "--duration", "5"
+        )
+        assert code == 2, out + err
+        assert f"in use by pid {first.proc.pid} (tcu-sim up)" in err
+        assert "--state DIR" in err
+        assert "starting broker" not in out  # refused before anything started
+        assert (state / "app-session.json").read_bytes() == session  # nothing of the first changed
+        assert json.loads((state / "endpoints.json").read_text()) == endpoints
+
+        # The first still works, and `tcu-sim car` finds its broker from --state alone (no --broker).
+        code, out, err = await _tcu_sim(tmp_path, "car", vin, "unlock_key", "--state", str(state))
+        assert code == 0, out + err
+        assert f"{vin}: unlock_key ok" in out
+        code, out, err = await _tcu_sim(tmp_path, "car", vin, "open_door", "door=frontleft", "--state", str(state))
+        assert code == 1, out + err
+        assert "refused by the car" in err
+        await first.wait_for(rf"car {vin} refused open_door: .*door must be one of", 10)  # the live view says so
+        code, out, err = await _tcu_sim(tmp_path, "car", vin, "open_door", "door=front_left", "--state", str(state))
+        assert code == 0, out + err
+        assert f"{vin}: open_door ok" in out
+
+        first.proc.send_signal(signal.SIGTERM)
+        async with asyncio.timeout(30):
+            assert await first.proc.wait() == 0
+    assert not (state / "endpoints.json").exists()
+
+
+async def test_a_lock_left_by_a_killed_up_is_taken_over(tmp_path: Path) -> None:
+    state = tmp_path / "state"
+    state.mkdir()
+    dead = _dead_pid()
+    (state / ".lock").write_text(json.dumps({"pid": dead, "holder": "up", "since": 0}) + "\n")
+    (state / "endpoints.json").write_text(json.dumps({"pid": dead, "holder": "up", "device": "mqtts://127.0.0.1:1"}))
+
+    # Its endpoints are stale: `tcu-sim car` says the stack is gone instead of "connection refused".
+    code, out, err = await _tcu_sim(tmp_path, "car", "VSSZZZKL7MA378596", "ecall", "--state", str(state))
+    assert code == 1, out + err
+    assert f"(pid {dead}, tcu-sim up) is gone" in err
+
+    async with up_process(tmp_path, "--duration", "1") as up:
+        await up.wait_for(r"^ready", START)
+        async with asyncio.timeout(30):
+            assert await up.proc.wait() == 0
 
 
 @pytest.mark.slow
