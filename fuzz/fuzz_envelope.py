@@ -81,7 +81,8 @@ def _verify(token: bytes | str, typ: MessageType, flags: int) -> None:
 def test_one_input(data: bytes) -> None:
     if not data:
         return
-    mode, typ, flags, rest = data[0] % _MODES, _TYPES[(data[0] >> 3) % 4], data[0] >> 5, data[1:]
+    # bits 0-2: mode, 3-4: message type, 5-7: flags (legacy algorithms, issuer and kid pinned)
+    mode, typ, flags, rest = (data[0] & 7) % _MODES, _TYPES[(data[0] >> 3) & 3], data[0] >> 5, data[1:]
     try:
         if mode == TOKEN:
             _verify(rest, typ, flags)
