@@ -372,6 +372,7 @@ class ScenarioAction(StrEnum):
     LIGHTS_ON = "lights_on"
     LIGHTS_OFF = "lights_off"
     SET_BATTERY = "set_battery"
+    BREAKDOWN_CALL = "breakdown_call"
     FAULT = "fault"
     # connectivity and time faults on cars
     GO_OFFLINE = "go_offline"

@@ -22,6 +22,9 @@ and `within` (clock time to wait for it to hold; default 1 minute):
     - in_zone: Túnel de la Rovira  # the cars are inside this no-signal zone (null: in none)
     - cloud_status: {locked: false, connection.signal_pct: 15}   # the status the cloud keeps, field by field
     - cloud_refused: not_yet_valid # the cloud refused at least one message of each car for this reason
+    # the car services
+    - alerts: {speed: 1, area: 2}  # exactly these many speed and area alerts fired for each car since the start
+    - trips_min: 1                 # the cloud keeps at least this many trips of each car (driving data)
 """
 
 from __future__ import annotations
@@ -58,6 +61,8 @@ class ExpectKind(StrEnum):
     IN_ZONE = "in_zone"
     CLOUD_STATUS = "cloud_status"
     CLOUD_REFUSED = "cloud_refused"
+    ALERTS = "alerts"
+    TRIPS_MIN = "trips_min"
 
     @property
     def immediate(self) -> bool:
@@ -204,7 +209,13 @@ def _value(kind: ExpectKind, value: Any) -> Any:
         if not isinstance(value, bool):
             raise FaultSpecError(f"{where}: true or false")
         return value
-    if kind in (ExpectKind.OUTBOX_MIN, ExpectKind.OUTBOX_MAX):
+    if kind is ExpectKind.ALERTS:
+        if not isinstance(value, Mapping) or not value or not set(value) <= {"speed", "area"} or not all(
+            isinstance(n, int) and not isinstance(n, bool) and n >= 0 for n in value.values()
+        ):
+            raise FaultSpecError(f"{where}: speed and/or area to a whole number, e.g. {{speed: 1, area: 2}}")
+        return dict(value)
+    if kind in (ExpectKind.OUTBOX_MIN, ExpectKind.OUTBOX_MAX, ExpectKind.TRIPS_MIN):
         if isinstance(value, bool) or not isinstance(value, int) or value < 0:
             raise FaultSpecError(f"{where}: a whole number >= 0")
         return value

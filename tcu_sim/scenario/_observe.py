@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from types import TracebackType
 from typing import Any, Self
 
-from tcu_sim.events import CarMessageHandled, EventStream
+from tcu_sim.events import AlertFired, CarMessageHandled, EventStream
 
 __all__ = ["CloudObserver", "Handled", "token_claims"]
 
@@ -62,7 +62,10 @@ class CloudObserver:
         self._applied: defaultdict[str, list[int]] = defaultdict(list)
         self._refused: defaultdict[str, Counter[str]] = defaultdict(Counter)
         self._by_payload: dict[bytes, Handled] = {}
-        self._subscription = events.subscribe(CarMessageHandled, buffer=buffer, name="scenario.observer")
+        self._alerts: defaultdict[str, Counter[str]] = defaultdict(Counter)
+        self._subscription = events.subscribe(
+            CarMessageHandled, AlertFired, buffer=buffer, name="scenario.observer"
+        )
 
     def __repr__(self) -> str:
         applied = sum(1 for h in self.handled if h.applied)
@@ -94,10 +97,19 @@ class CloudObserver:
         self.catch_up()
         return self._by_payload
 
+    @property
+    def alerts(self) -> defaultdict[str, Counter[str]]:
+        """How many alerts fired, per VIN and kind (`speed`, `area`)."""
+        self.catch_up()
+        return self._alerts
+
     def catch_up(self) -> None:
         """Take up every event published since the last read."""
         for event in self._subscription.drain():
-            self._record(event)
+            if isinstance(event, AlertFired):
+                self._alerts[event.vin][event.alert] += 1
+            elif isinstance(event, CarMessageHandled):
+                self._record(event)
 
     def _record(self, event: CarMessageHandled) -> None:
         vin, kind, payload = event.vin, event.topic_kind, event.token

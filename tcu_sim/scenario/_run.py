@@ -657,6 +657,13 @@ class ScenarioRunner:
         if kind is ExpectKind.CLOUD_REFUSED:
             count = self._observer.refused[vin][str(want)]
             return "" if count else f"nothing refused as {want} (refused: {dict(self._observer.refused[vin])})"
+        if kind is ExpectKind.ALERTS:
+            fired = self._observer.alerts[vin]
+            counted = {name: fired[name] for name in want}
+            return "" if counted == want else f"alerts fired: {dict(fired) or 'none'}"
+        if kind is ExpectKind.TRIPS_MIN:
+            trips = len(await registry.list_trips(vin, limit=want))
+            return "" if trips >= want else f"the cloud keeps {trips} trip(s)"
         state = await registry.get_vehicle_state(vin)
         status = state.status if state is not None else None
         if status is None:

@@ -37,6 +37,7 @@ from broker.pki import CLOUD, FleetPKI
 from tcu_sim.app import AppClient
 from tcu_sim.clock import Clock, SystemClock
 from tcu_sim.events import (
+    AlertFired,
     AppRequestRefused,
     CarConnection,
     CarControlHandled,
@@ -44,6 +45,7 @@ from tcu_sim.events import (
     CommandChanged,
     Event,
     EventStream,
+    RoadsideCaseOpened,
     Source,
     Subscription,
 )

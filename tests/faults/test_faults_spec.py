@@ -170,6 +170,9 @@ def test_expectations_parse_with_their_details() -> None:
     delivered = parse_expectation({"delivered": True, "since": "1m30s", "cars": "leon"}, ScenarioAction.CHECK)
     assert (delivered.details, delivered.cars) == ((("since", 90.0),), ("leon",))
     assert delivered.describe() == "delivered true (since 1m30s) for leon"
+    alerts = parse_expectation({"alerts": {"speed": 1, "area": 2}, "within": "3m"}, ScenarioAction.CHECK)
+    assert (alerts.kind, alerts.value, alerts.within_s) == (ExpectKind.ALERTS, {"speed": 1, "area": 2}, 180)
+    assert parse_expectation({"trips_min": 2}, ScenarioAction.CHECK).value == 2
 
 
 @pytest.mark.parametrize(
@@ -187,6 +190,9 @@ def test_expectations_parse_with_their_details() -> None:
         ({"online": True, "within": "soon"}, ScenarioAction.CHECK, "within"),
         ({"online": True, "cars": "Leon!"}, ScenarioAction.CHECK, "cars"),
         ({"cloud_status": {}}, ScenarioAction.CHECK, "mapping"),
+        ({"alerts": {"speeding": 1}}, ScenarioAction.CHECK, "speed and/or area"),
+        ({"alerts": {"speed": -1}}, ScenarioAction.CHECK, "speed and/or area"),
+        ({"trips_min": "two"}, ScenarioAction.CHECK, "whole number"),
         ("online", ScenarioAction.CHECK, "mapping"),
     ],
 )
