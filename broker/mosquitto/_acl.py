@@ -16,6 +16,7 @@ Two listeners, two ACLs:
   and reads `tcu/+/connection` for the live view; it reads nothing else (status, events and results are the
   cloud's to verify and show). `operator-2` ... `operator-8` have the same rights, one per operator tool
   running at once (`FleetPKI.lease_operator`).
+  `recorder` (`tcu-sim record`, `up --record`) only reads: every car, app and control topic, nothing written.
   Mosquitto's ACL file has no wildcard user names, so every one of these identities gets its own `user` block.
 - the **app** listener (TLS, username + password, no client certificate). An app reads `app/<username>/responses`
   and `app/<username>/events` and writes `app/<username>/requests`. The ACL uses `%u`, not `%c`, so an app cannot
@@ -31,7 +32,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
 
-from broker.pki import OPERATOR_POOL, IdentityKind, cloud_identity, identity_kind, operator_identity
+from broker.pki import OPERATOR_POOL, RECORDER, IdentityKind, cloud_identity, identity_kind, operator_identity
 from tcu_sim.protocol import Topics
 
 __all__ = [
@@ -170,11 +171,22 @@ class AclPolicy:
             Grant(GrantAccess.READ, self._t("app/%u/events")),
         )
 
+    @property
+    def recorder_grants(self) -> tuple[Grant, ...]:
+        """What the recorder (CN `recorder`) may do: read every car, app and control topic; write nothing."""
+        r = GrantAccess.READ
+        return (
+            *(Grant(r, self._t(f"tcu/+/{kind}")) for kind in ("status", "events", "commands", "results", "connection")),
+            *(Grant(r, self._t(f"app/+/{kind}")) for kind in ("requests", "responses", "events")),
+            Grant(r, self._t("sim/+/control")),
+            Grant(r, self._t("sim/+/control/results")),
+        )
+
     def user_grants(self) -> dict[str, tuple[Grant, ...]]:
         """Per-user grants of the device listener (the `user` blocks of its ACL file)."""
         clouds = {cloud_identity(n): self.cloud_grants for n in range(1, self.clouds + 1)}
         operators = {operator_identity(n): self.operator_grants for n in range(1, OPERATOR_POOL + 1)}
-        return {**clouds, **operators, **self.named}
+        return {**clouds, **operators, RECORDER: self.recorder_grants, **self.named}
 
     @property
     def cloud_identities(self) -> tuple[str, ...]:

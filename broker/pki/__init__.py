@@ -19,6 +19,7 @@ from ._fleet import DEFAULT_SERVER_NAMES, OPERATOR_POOL, CertificateInfo, FleetP
 from ._names import (
     CLOUD,
     OPERATOR,
+    RECORDER,
     SERVER,
     IdentityKind,
     cloud_identity,
@@ -33,6 +34,7 @@ __all__ = [
     "DEFAULT_SERVER_NAMES",
     "OPERATOR",
     "OPERATOR_POOL",
+    "RECORDER",
     "SERVER",
     "CertificateInfo",
     "FleetPKI",

@@ -26,6 +26,7 @@ from ._errors import InvalidIdentityName
 __all__ = [
     "CLOUD",
     "OPERATOR",
+    "RECORDER",
     "SERVER",
     "IdentityKind",
     "cloud_identity",
@@ -37,6 +38,7 @@ __all__ = [
 
 CLOUD = "cloud"
 OPERATOR = "operator"
+RECORDER = "recorder"  # `tcu-sim record`: reads every car, app and control topic, writes nothing
 SERVER = "server"  # the broker's own certificate; never a client identity
 
 _NAMED = re.compile(r"[a-z][a-z0-9_-]{0,62}")

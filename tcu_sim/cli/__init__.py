@@ -23,6 +23,8 @@ _COMMANDS: list[tuple[str, str]] = [
     ("tcu_sim.cli.scenario", "scenario"),
     ("tcu_sim.cli.up", "up"),
     ("tcu_sim.cli.asyncapi", "asyncapi"),
+    ("tcu_sim.cli.record", "record"),
+    ("tcu_sim.cli.record", "replay_command"),
 ]
 
 

@@ -4,6 +4,7 @@
     tcu-sim up fleet_configs/city-1k.yaml --time-scale 60
     tcu-sim up --broker mqtts://broker.example:8883 --app-broker mqtts://app-1:PASSWORD@broker.example:8884
     tcu-sim up --no-view --duration 30           # plain lines for 30 s, then stop (CI smoke test)
+    tcu-sim up --record run.jsonl.gz             # and record the traffic (tcu-sim replay run.jsonl.gz)
 
 State (keys, certificates, the broker's persistence, the cloud's registry, the app login) lives in
 `.tcu-sim/<fleet name>` and is kept for the next run; the structured log goes to `<state>/up.log`. Ctrl-C or
@@ -38,6 +39,7 @@ from tcu_sim.cli._state import StateInUse, hold_state
 from tcu_sim.cli.fleet import load_fleet_or_fail
 from tcu_sim.fleet import FleetConfig, StateLock, UserRole
 from tcu_sim.logging import configure_logging, redact_secrets
+from tcu_sim.record import record_stack
 from tcu_sim.stack import (
     TERMINAL_APP,
     BrokerChoice,
@@ -136,6 +138,9 @@ def _root_log_level() -> str:
 @click.option("--duration", type=click.FloatRange(min=0), default=None,
               help="Stop after this many seconds (a smoke test); default: run until Ctrl-C.")
 @click.option("--no-users", is_flag=True, help="Do not create the fleet file's users or enrol their cars.")
+@click.option("--record", "record_path", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="Record every message on the car, app and control topics to this file (gzip JSON Lines, "
+                   "secrets redacted) from the moment the stack is up; see `tcu-sim replay`.")
 @metrics_option
 @http_options
 def up(
@@ -149,6 +154,7 @@ def up(
     time_scale: float,
     duration: float | None,
     no_users: bool,
+    record_path: Path | None,
     metrics_port: int | None,
     http_port: int,
     no_http: bool,
@@ -187,7 +193,7 @@ def up(
         with _log_to_file(log_path, _root_log_level()):
             _run_until_signal(
                 _main(fleet, config, view=view, duration=duration, metrics_port=metrics_port, out=out, lock=lock,
-                      fleet_file=fleet_file, http=http)
+                      fleet_file=fleet_file, http=http, record_path=record_path)
             )
     finally:
         lock.release()
@@ -200,6 +206,7 @@ def _say(out: TextIO, line: str = "") -> None:
 async def _main(
     fleet: FleetConfig, config: StackConfig, *, view: bool, duration: float | None, out: TextIO, lock: StateLock,
     fleet_file: Path, metrics_port: int | None = None, http: HttpChoice | None = None,
+    record_path: Path | None = None,
 ) -> None:
     from rich.console import Console
 
@@ -220,9 +227,14 @@ async def _main(
                 _say(out, "ready — Ctrl-C stops everything (state is kept)"
                           + (f"; stopping by itself after {duration:g} s" if duration is not None else ""))
                 runner = LiveView(stack, Console(file=out), hint=hint) if view else PlainView(stack, out)
-                with contextlib.suppress(TimeoutError):
-                    async with asyncio.timeout(duration):
-                        await runner.run()
+                recording = (record_stack(stack, record_path, fleet_file=fleet_file) if record_path is not None
+                             else contextlib.nullcontext())
+                async with recording:
+                    if record_path is not None:
+                        _say(out, f"recording to {_shown(record_path)} (replay: tcu-sim replay {_shown(record_path)})")
+                    with contextlib.suppress(TimeoutError):
+                        async with asyncio.timeout(duration):
+                            await runner.run()
             finally:
                 _say(out, "stopping fleet, cloud and broker …")
     except StackBusy as exc:

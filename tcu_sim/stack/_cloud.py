@@ -33,7 +33,7 @@ async def stack_cloud(
     tls_context: ssl.SSLContext | None,
     mqtt5: bool,
     topic_prefix: str,
-    command_ttl_s: float,
+    cloud: CloudConfig,
     events: EventStream,
     passwords: PasswordHasher | None = None,
 ) -> AsyncIterator[CloudHandler]:
@@ -52,7 +52,7 @@ async def stack_cloud(
         registry_url=registry_url,
         broker=BrokerLogin(host, port, tls_context=tls_context),
         handler=HandlerConfig(topic_prefix=topic_prefix, protocol="5" if mqtt5 else "3.1.1"),
-        cloud=CloudConfig(command_ttl_s=command_ttl_s),
+        cloud=cloud,
     )
     try:
         async with open_cloud(site, clock=clock, keys=keys, vehicles=vehicles, events=events, passwords=passwords) as c:

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from broker.cloud import CloudConfig
 from broker.launch import BrokerChoice
 
 __all__ = ["DEFAULT_APP_PORT", "DEFAULT_DEVICE_PORT", "BrokerChoice", "StackConfig"]
@@ -46,12 +48,29 @@ class StackConfig(BaseModel):
     start_timeout_s: float = Field(default=20.0, gt=0)
     #: Seconds every car may take to come online before the start fails (P5 wants 5 for the demo).
     online_timeout_s: float = Field(default=30.0, gt=0)
+    #: Settings of the cloud's rules that differ from the product's (`broker.cloud.CloudConfig` fields, e.g.
+    #: `{"spin_max_tries": 2}`): what `tcu-sim replay --cloud-config` uses to try a changed rule.
+    cloud_overrides: dict[str, Any] = Field(default_factory=dict)
 
     @model_validator(mode="after")
     def _external_needs_url(self) -> StackConfig:
         if (self.broker is BrokerChoice.EXTERNAL) != (self.broker_url is not None):
             raise ValueError("broker_url is given exactly when broker is 'external'")
         return self
+
+    @model_validator(mode="after")
+    def _cloud_overrides_valid(self) -> StackConfig:
+        try:
+            _ = self.cloud_config  # built once here, so a bad override fails before anything starts
+        except ValidationError as exc:
+            problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
+            raise ValueError(f"cloud_overrides: {problems}") from None
+        return self
+
+    @property
+    def cloud_config(self) -> CloudConfig:
+        """The cloud's rules: the product's, with `command_ttl_s` and `cloud_overrides` applied."""
+        return CloudConfig.model_validate({"command_ttl_s": self.command_ttl_s, **self.cloud_overrides})
 
     @property
     def registry_url(self) -> str:

@@ -72,7 +72,8 @@ def test_device_acl_file() -> None:
     # One certificate per cloud process and per operator tool (the client id is the CN): each its own block.
     clouds = ["cloud", *(f"cloud-{n}" for n in range(2, 9))]
     operators = ["operator", *(f"operator-{n}" for n in range(2, 9))]
-    assert list(blocks) == clouds + operators
+    assert list(blocks) == [*clouds, *operators, "recorder"]  # the recorder only reads (tests/record)
+    assert all(line.startswith("topic read ") for line in blocks["recorder"])
     assert all(blocks[name] == blocks["cloud"] for name in clouds)
     assert all(blocks[name] == blocks["operator"] for name in operators)
     assert list(_user_blocks(AclPolicy(clouds=2).render_device_acl()))[:3] == ["cloud", "cloud-2", "operator"]
