@@ -293,7 +293,8 @@ class LocalStack:
         # hand the cloud every retained status at once when it subscribes, which the embedded broker chokes on.)
         # Subscribed before anything runs, read once the stack is up: no command step is missed.
         watched = self.events.subscribe(
-            CommandChanged, CarConnection, CloudConnection, AppRequestRefused, CarControlHandled, name="stack.events"
+            CommandChanged, CarConnection, CloudConnection, AppRequestRefused, CarControlHandled, AlertFired,
+            RoadsideCaseOpened, name="stack.events",
         )
         self._exit.callback(watched.close)
         cloud = await self._exit.enter_async_context(
@@ -410,7 +411,7 @@ class LocalStack:
     async def _follow(self, watched: Subscription[Event]) -> None:
         """Read the event stream: command steps into the `CommandLog`; a car going offline or coming back (as the
         car saw it), the cloud losing or regaining the broker, an app request refused, an operator's action a car
-        refused, as `StackEvent`s."""
+        refused, a speed or area alert that fired, a roadside case opened, as `StackEvent`s."""
         online = {vin: s.online for vin, s in self.fleet.sessions.items()}
         cloud_up = self.cloud.link.connected
         async for event in watched:
@@ -431,6 +432,12 @@ class LocalStack:
                 elif isinstance(event, CarControlHandled) and not event.ok:
                     # An operator's action (`tcu-sim car`, `tcu-sim fault`) the car refused: the reason, here too.
                     self._emit(f"car {event.vin} refused {event.action}: {event.error}")
+                elif isinstance(event, AlertFired):
+                    to = await self._email(event.user_id)
+                    self._emit(f"car {event.vin} {event.alert} alert: {event.detail} -> {to}")
+                elif isinstance(event, RoadsideCaseOpened):
+                    opened = f"case {event.case_id}" if event.case_id else "refused (services not active)"
+                    self._emit(f"car {event.vin} breakdown call: roadside assistance {opened}")
             except Exception:  # the view must never stop following
                 log.exception("stack.event_failed", event=type(event).__name__)
 
