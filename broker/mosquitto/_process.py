@@ -25,6 +25,7 @@ import signal
 import socket
 import ssl
 from collections.abc import Iterable, Mapping
+from dataclasses import replace
 from pathlib import Path
 from types import TracebackType
 from typing import Any, Self
@@ -34,7 +35,7 @@ import aiomqtt
 from broker.pki import FleetPKI
 from tcu_sim._net import SOCKET_OPTIONS
 
-from ._acl import AclPolicy
+from ._acl import AclPolicy, Grant
 from ._config import LogType, MosquittoConfig, MosquittoFiles, write_config
 from ._passwords import validate_app_username
 from ._probe import ConnectOutcome, probe_connect
@@ -344,6 +345,15 @@ class MosquittoBroker:
         if self.running:
             await self.reload()
         return serial
+
+    async def grant(self, named: Mapping[str, tuple[Grant, ...]]) -> None:
+        """Give named identities rights beyond the default policy (a test's or scenario's extra client, e.g. an
+        attacker's wiretap); rewrites the ACL and reloads a running broker."""
+        self.policy = replace(self.policy, named={**self.policy.named, **named})
+        if self._files is not None:
+            self._write_config()
+            if self.running:
+                await self.reload()
 
     async def add_app_user(self, username: str, password: str | None = None) -> str:
         """Add (or change) an app login; reloads a running broker. Returns the password."""

@@ -53,7 +53,7 @@ class CloudProcess(ChildProcess):
                 "--broker", f"mqtts://{broker.host}:{broker.port}",
                 "--state", str(state.root),
                 "--db", f"sqlite://{db.absolute()}",
-                "--client-id", "bench-cloud",
+                "--client-id", "cloud",
             ],
             log_path=db.with_suffix(".log"),
         )

@@ -29,7 +29,7 @@ import click
 from broker.cloud import CloudConfig, ManifestError, ServerSecret, read_manifest
 from broker.handler import HandlerConfig
 from broker.http import HttpApi, serve_http
-from broker.pki import IdentityKind, InvalidIdentityName, identity_kind
+from broker.pki import FleetPKI, IdentityKind, InvalidIdentityName, PKIError, identity_kind
 from broker.registry import AuditRecord, MailRecord, Registry, RegistryError, VehicleRecord, open_registry
 from broker.runtime import BrokerLogin, CloudKeys, CloudSite, open_cloud
 from tcu_sim.cli._broker_url import BrokerUrl, parse_broker_url, tls_context
@@ -272,6 +272,11 @@ def _cloud_tls(
                 f"{client_id[:70]!r} is not a cloud identity: use cloud, cloud-2, cloud-3, ... (or --cert/--key)",
                 param_hint="--client-id",
             )
+        fleet_pki = FleetPKI(state_dir / "pki")
+        if fleet_pki.has_ca():
+            # This process's own certificate, issued when missing (where the CA key is not here, it must be given).
+            with contextlib.suppress(PKIError):
+                fleet_pki.ensure_cloud(client_id)
     pki = state_dir / "pki"
     ca = ca or pki / "ca.crt"
     cert = cert or pki / "identities" / f"{client_id}.crt"

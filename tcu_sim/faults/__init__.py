@@ -3,7 +3,17 @@
 
 from __future__ import annotations
 
-from ._attacks import Attacker, AttackKind, CommandForge, StatusForge, flip_signature
+from ._attacks import (
+    STOLEN_CLOUD,
+    Attacker,
+    AttackKind,
+    CommandForge,
+    StatusForge,
+    attack_grants,
+    clone_identity,
+    flip_signature,
+    wiretap_identity,
+)
 from ._broker import BROKER_ACTIONS, BrokerControl, broker_control
 from ._errors import (
     BrokerControlError,
@@ -46,6 +56,7 @@ from ._toxiproxy import ToxiproxyClient, toxiproxy_toxics
 
 __all__ = [
     "BROKER_ACTIONS",
+    "STOLEN_CLOUD",
     "AttackKind",
     "Attacker",
     "BandwidthFault",
@@ -90,7 +101,9 @@ __all__ = [
     "ToxiproxyError",
     "TransportBackend",
     "WeakSignalFault",
+    "attack_grants",
     "broker_control",
+    "clone_identity",
     "control_payload",
     "describe_fault",
     "fault_for_step",
@@ -101,4 +114,5 @@ __all__ = [
     "parse_fault",
     "step_fault_params",
     "toxiproxy_toxics",
+    "wiretap_identity",
 ]

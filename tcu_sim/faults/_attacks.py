@@ -21,8 +21,11 @@ On the cloud (a car's own topics, written with the car's certificate — a clone
 | `status_other_car_key` | a status signed with another car's (valid) key       | `unknown_key`     |
 
 None of them changes any state. The forges build the tokens (pure); `Attacker` captures and injects them over
-MQTT with the identities the broker demands (`cloud` to write commands, the car's own to wiretap its commands
-and to write its topics), each under a client id of its own so that no real client is pushed off.
+MQTT with certificates of its own. The broker makes a certificate's CN the client id (SPEC §7), so an attacker
+using the real cloud's or car's certificate would only push that client off: it writes commands with a cloud
+certificate no running cloud uses (`STOLEN_CLOUD`), and wiretaps and clones a car as `wiretap-<vin>` and
+`clone-<vin>`, whose rights on that one car's topics the broker is given first (`attack_grants`,
+`MosquittoBroker.grant`).
 """
 
 from __future__ import annotations
@@ -30,12 +33,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import secrets
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterable
 from enum import StrEnum
 from typing import Any
 
 import aiomqtt
 
+from broker.mosquitto import Grant, GrantAccess
 from tcu_sim.clock import Clock
 from tcu_sim.protocol import (
     CLOUD,
@@ -47,12 +51,47 @@ from tcu_sim.protocol import (
     Topics,
 )
 
-__all__ = ["AttackKind", "Attacker", "CommandForge", "StatusForge", "flip_signature"]
+__all__ = [
+    "STOLEN_CLOUD",
+    "AttackKind",
+    "Attacker",
+    "CommandForge",
+    "StatusForge",
+    "attack_grants",
+    "clone_identity",
+    "flip_signature",
+    "wiretap_identity",
+]
 
 # The broker certificate an attacker holding a cloud certificate uses: a cloud identity no cloud process of the
 # simulation runs under (the client id is the CN, so `cloud` itself would just replace the real cloud's
 # connection, which is not the attack under test).
 STOLEN_CLOUD = "cloud-8"
+
+
+
+def wiretap_identity(vin: str) -> str:
+    """The certificate identity that reads the car's commands for the `replay` attack."""
+    return f"wiretap-{vin.lower()}"
+
+
+def clone_identity(vin: str) -> str:
+    """The certificate identity of a cloned TCU that writes the car's status and events."""
+    return f"clone-{vin.lower()}"
+
+
+def attack_grants(topics: Topics, vins: Iterable[str]) -> dict[str, tuple[Grant, ...]]:
+    """ACL grants (for `AclPolicy.named` / `MosquittoBroker.grant`) of the attacker's wiretap and clone of each car:
+    what the car's own certificate could do, under identities of their own."""
+    grants: dict[str, tuple[Grant, ...]] = {}
+    for vin in vins:
+        grants[wiretap_identity(vin)] = (Grant(GrantAccess.READ, topics.commands(vin)),)
+        grants[clone_identity(vin)] = (
+            Grant(GrantAccess.WRITE, topics.status(vin)),
+            Grant(GrantAccess.WRITE, topics.events(vin)),
+        )
+    return grants
+
 
 ClientFactory = Callable[..., aiomqtt.Client]
 """`factory(identity, identifier=...)` → an aiomqtt client with that identity's certificate
@@ -219,7 +258,7 @@ class Attacker:
     async def inject_status(self, vin: str, token: str | bytes) -> None:
         """Publish a status on the car's topic with the car's own certificate (a cloned TCU)."""
         payload = token.encode() if isinstance(token, str) else token
-        async with self._client(vin, "car") as client:
+        async with self._client(clone_identity(vin), "car") as client:
             await client.publish(self.topics.status(vin), payload, qos=1)
         self.injected += 1
 
@@ -236,9 +275,9 @@ class Attacker:
 
     @contextlib.asynccontextmanager
     async def wiretap(self, vin: str) -> AsyncIterator[list[bytes]]:
-        """Record every command sent to the car while the context is open (with the car's certificate)."""
+        """Record every command sent to the car while the context is open (as `wiretap-<vin>`)."""
         captured: list[bytes] = []
-        async with self._client(vin, "wiretap") as client:
+        async with self._client(wiretap_identity(vin), "wiretap") as client:
             await client.subscribe(self.topics.commands(vin), qos=1)
 
             async def pump() -> None:

@@ -50,7 +50,7 @@ from tcu_sim.app import (
 )
 from tcu_sim.clock import VirtualClock
 from tcu_sim.events import EventStream
-from tcu_sim.faults import Attacker, AttackKind, CommandForge, FleetFaults, ProxyMode, StatusForge
+from tcu_sim.faults import Attacker, AttackKind, CommandForge, FleetFaults, ProxyMode, StatusForge, attack_grants
 from tcu_sim.fleet import (
     BrokerUrl,
     CarSpec,
@@ -262,6 +262,8 @@ class ScenarioRunner:
             await self._wait_online()
             await self._open_apps(stack)
             attacker = Attacker(broker.client, self.topics)
+            # The attacker's wiretaps and cloned cars have certificates of their own (the client id is the CN).
+            await broker.grant(attack_grants(self.topics, [spec.vin for spec in self.specs]))
             await self._open_wiretaps(stack, attacker)
             self._t0 = clock.monotonic()
             pacer = asyncio.create_task(self._pace(), name=f"scenario[{config.name}].pacer")

@@ -11,8 +11,8 @@ from typing import Any
 import pytest
 from faults_kit import WAIT, CloudWorld, cloud_world, fleet
 
-from tcu_sim.faults import Attacker, AttackKind, CommandForge, StatusForge, flip_signature
-from tcu_sim.protocol import CommandState, RefusalReason, RejectReason
+from tcu_sim.faults import Attacker, AttackKind, CommandForge, StatusForge, attack_grants, flip_signature
+from tcu_sim.protocol import CommandState, RefusalReason, RejectReason, Topics
 from tcu_sim.testing import MosquittoBroker
 from tcu_sim.transport import TcuSession
 
@@ -64,6 +64,7 @@ async def test_every_attack_on_a_car_is_rejected_with_its_reason_and_changes_not
     rig = world.rig
     target, other = rig.cars[0].vin, rig.cars[1].vin
     session = rig.runner.sessions[target]
+    await rig.broker.grant(attack_grants(Topics(), [car.vin for car in rig.cars]))
     attacker = Attacker(rig.broker.client)
     forge = CommandForge(rig.state.load_cloud_signing_key(), rig.clock)
     async with world.app() as app, attacker.wiretap(target) as captured:
@@ -104,6 +105,7 @@ async def test_every_attack_on_a_car_is_rejected_with_its_reason_and_changes_not
 async def test_every_attack_on_the_cloud_is_refused_with_its_reason_and_changes_nothing(world: CloudWorld) -> None:
     rig = world.rig
     target, other = rig.cars[0].vin, rig.cars[1].vin
+    await rig.broker.grant(attack_grants(Topics(), [car.vin for car in rig.cars]))
     attacker = Attacker(rig.broker.client)
     forge = StatusForge(rig.clock)
     captured = await attacker.latest_status(target)  # the car's retained status, as the cloud identity reads it

@@ -77,6 +77,15 @@ async def test_r18_the_cloud_sends_only_commands_it_signed_and_acts_only_on_car_
         return f"the cloud's view of {leon.vin}: {await cloud.vehicle_state(leon.vin)}"
 
     await cloud.wait_until(settled, timeout=10, what=what)
+    # The forger holds the Leon's certificate, and the broker lets one connection per certificate in (the client
+    # id is the CN, SPEC §7): the Leon is away, and the cloud knows it, while its clone talks.
+    await leon.go_offline()
+
+    async def offline() -> bool | None:
+        state = await cloud.vehicle_state(leon.vin)
+        return True if state is not None and not state.online else None
+
+    await cloud.wait_until(offline, timeout=10, what=what)
     before = await cloud.vehicle_state(leon.vin)
     fake = leon.status().model_copy(update={"updated_at": clock.now() + 10, "locked": False})
     stranger = Signer(SigningKey.generate(leon.vin), leon.vin, clock)
@@ -93,7 +102,7 @@ async def test_r18_the_cloud_sends_only_commands_it_signed_and_acts_only_on_car_
     ]
     refused = sum(cloud.stats.refused.values())
     applied = dict(cloud.stats.applied)
-    async with mqtt_broker.client(leon.vin, identifier=f"{leon.vin}-forger") as attacker:
+    async with mqtt_broker.client(leon.vin) as attacker:
         for topic, payload in forgeries:
             await attacker.publish(topic, payload, qos=1)
     await cloud_handled(cloud, lambda s: sum(s.refused.values()) >= refused + 3)
@@ -103,5 +112,6 @@ async def test_r18_the_cloud_sends_only_commands_it_signed_and_acts_only_on_car_
     assert (await owner.app.vehicle_status(leon.vin))["status"]["locked"] is True
 
     # The real car and the cloud still trust each other.
+    await leon.go_online()
     assert await owner.command(leon, "unlock", expect="succeeded") == "succeeded"
     await leon.wait_for(locked=False)
