@@ -48,6 +48,8 @@ from tcu_sim.protocol import (
     Signer,
     SigningKey,
     StatusSnapshot,
+    Trip,
+    TripSample,
     Windows,
     WindowState,
 )
@@ -135,8 +137,25 @@ def events() -> list[Event]:
         EventType.ECALL: {"position": Position(lat=41.3874, lon=2.1686), "detail": "airbag deployed"},
         EventType.PARKED: {"position": Position(lat=41.3874, lon=2.1686)},
         EventType.BATTERY_LOW: {"detail": "12 V battery at 11.6 V"},
+        EventType.TRIP: {"trip": trip()},
+        EventType.HEALTH_WARNING: {"warning": "tyre_pressure_low"},
+        EventType.BREAKDOWN_CALL: {"position": Position(lat=41.4036, lon=2.1744), "detail": "standing"},
     }
     return [Event(type=t, at=at, **extra.get(t, {})) for t in EventType]
+
+
+def trip() -> Trip:
+    """A short trip (a sample every 10 s would be many more; these three show the shape)."""
+    return Trip(
+        started_at=T0 + 60, ended_at=T0 + 240, start=Position(lat=41.3874, lon=2.1686),
+        end=Position(lat=41.4036, lon=2.1744), distance_km=1.867, duration_s=180.0, average_speed_kmh=37.3,
+        max_speed_kmh=50.0, energy_used=0.108, energy_unit="l",
+        samples=[
+            TripSample(at=T0 + 60, speed_kmh=50.0, lat=41.3874, lon=2.1686),
+            TripSample(at=T0 + 70, speed_kmh=50.0, lat=41.3886, lon=2.169),
+            TripSample(at=T0 + 240, speed_kmh=0.0, lat=41.4036, lon=2.1744),
+        ],
+    )
 
 
 def commands() -> list[Command]:
@@ -217,6 +236,17 @@ def push_events() -> list[PushEvent]:
         PushEvent(type=PushEventType.VEHICLE_CHANGED, at=T0 + 60, data={"vin": VIN}),
         PushEvent(type=PushEventType.MAIL, at=T0 + 5, data={"subject": "Confirm your CUPRA ID"}),
         PushEvent(type=PushEventType.NOTIFICATION, at=T0 + 9, data={"message": "Your car is now locked."}),
+        PushEvent(
+            type=PushEventType.ALERT,
+            at=T0 + 240,
+            data={"vin": VIN, "alert": "speed", "at": T0 + 60, "speed_kmh": 140.0, "max_speed_kmh": 120},
+        ),
+        PushEvent(
+            type=PushEventType.ROADSIDE,
+            at=T0 + 300,
+            data={"vin": VIN, "case_id": "rsa-0001", "opened_at": T0 + 300, "state": "open",
+                  "position": {"lat": 41.4036, "lon": 2.1744}, "detail": "standing"},
+        ),
     ]
 
 
