@@ -76,11 +76,13 @@ def record() -> None:
               help="The stack's fleet file: named in the header (a replay starts it) and used to tell, without "
                    "writing them, whether a redacted password or S-PIN was the user's own.")
 @click.option("--duration", type=click.FloatRange(min=0), default=None, help="Stop after this many seconds.")
+@click.option("--messages", type=click.IntRange(min=1), default=None,
+              help="Stop after this many messages (retained ones included).")
 @click.option("--timeout", type=click.FloatRange(min=0.1), default=10.0, show_default=True,
               help="Seconds to wait for the broker.")
 def record_start(
     out: Path, state_dir: Path, broker_url: str | None, fleet_file: Path | None, duration: float | None,
-    timeout: float,
+    messages: int | None, timeout: float,
 ) -> None:
     """Record to OUT (gzip JSON Lines) until Ctrl-C."""
     url = device_broker_url(broker_url, state_dir)
@@ -117,8 +119,11 @@ def record_start(
                     raise click.ClickException(str(exc)) from None
                 click.echo(f"recording {broker} to {out} (Ctrl-C stops)", err=True)
                 with contextlib.suppress(TimeoutError):
-                    async with asyncio.timeout(duration):
-                        await asyncio.Event().wait()  # until the time is up or a signal cancels us
+                    if messages is not None:
+                        await recorder.wait_records(messages, duration)
+                    else:
+                        async with asyncio.timeout(duration):
+                            await asyncio.Event().wait()  # until the time is up or a signal cancels us
                 return recorder.count
         finally:
             writer.close()

@@ -118,8 +118,8 @@ class Recorder:
             raise TimeoutError(f"recorder not subscribed to {self.broker} after {timeout:g} s "
                                f"({self.last_error or 'no answer'})") from None
 
-    async def wait_records(self, count: int, timeout: float) -> None:
-        """Wait until at least `count` records were written (TimeoutError otherwise)."""
+    async def wait_records(self, count: int, timeout: float | None) -> None:
+        """Wait until at least `count` records were written (TimeoutError after `timeout`; None: no limit)."""
         async with asyncio.timeout(timeout), self._progress:
             await self._progress.wait_for(lambda: self.count >= count)
 
