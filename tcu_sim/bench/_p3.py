@@ -179,7 +179,8 @@ class StatusThroughput:
 
 
 # -- fleet and messages --------------------------------------------------------------------------------------
-def _status_body(at: float, n: int) -> dict[str, Any]:
+def status_body(at: float, n: int) -> dict[str, Any]:
+    """A plausible status body of a parked car, updated at `at` (`n` varies the odometer)."""
     door = {"open": False, "locked": True}
     return {
         "updated_at": at,
@@ -228,7 +229,7 @@ def _make_fleet(cars: int, messages: int, now: float, rng: random.Random) -> _Fl
         vin = vins[n % cars]
         seq = n // cars + 1
         at = now - messages + n  # grows per car
-        body = _status_body(at, n)
+        body = status_body(at, n)
         out.append((vin, signers[vin].sign(MessageType.STATUS, aud=CLOUD, seq=seq, body=body).encode()))
         newest[vin] = (seq, at)
     keys = KeySet(s.key.public_key() for s in signers.values())
