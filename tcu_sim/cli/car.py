@@ -31,10 +31,26 @@ from tcu_sim.protocol import (
     encode_json,
     validate_vin,
 )
+from tcu_sim.vehicle import CONTROL_PARAMS, InvalidControl, check_control
 
 __all__ = ["car", "parse_params"]
 
-_EXAMPLES = """\b
+
+
+def _actions_help() -> str:
+    """Each action and what it takes, from the vehicle model's own parameter declarations."""
+    lines = ["\b", "Actions and their parameters (KEY=VALUE):"]
+    for action in ControlAction:
+        if action is ControlAction.FAULT:
+            continue
+        params = CONTROL_PARAMS.get(action, ())
+        lines.append(f"  {action.value:<20} " + (" ".join(p.describe() for p in params) or "-"))
+    return "\n".join(lines)
+
+
+_EXAMPLES = _actions_help() + """
+
+\b
 Examples:
   tcu-sim car VSS... open_door door=front_left
   tcu-sim car VSS... drive_to lat=41.40 lon=2.19
@@ -82,6 +98,11 @@ def car(
         message = ControlMessage(action=ControlAction(action), params=parse_params(params), id=new_control_id())
     except ProtocolError as exc:
         raise click.BadParameter(str(exc), param_hint="VIN") from None
+    try:
+        check_control(message.action, message.params)  # a typo fails here, not in the stack's log
+    except InvalidControl as exc:
+        raise click.BadParameter(f"{exc} (`tcu-sim car --help` lists each action's parameters)",
+                                 param_hint="PARAMS") from None
     assert message.id is not None  # just given
     control_id = message.id
     broker = parse_broker_url(device_broker_url(broker_url, state_dir))

@@ -1,6 +1,9 @@
 """Strict reading of simulator-control parameters (`sim/{vin}/control` params are untrusted JSON).
 
 Every problem raises `InvalidControl` naming the parameter; values of secret parameters are never echoed.
+A `Param` declares one parameter (name, kind, range or choices, default); the vehicle model reads its controls'
+parameters through these declarations (`ControlParams.read`), so `describe()` — what `tcu-sim car --help` lists —
+is the rule itself, not a copy of it.
 """
 
 from __future__ import annotations
@@ -8,16 +11,55 @@ from __future__ import annotations
 import math
 import re
 from collections.abc import Mapping
+from dataclasses import dataclass
 from enum import StrEnum
-from typing import Any, TypeVar
+from typing import Any, Literal, TypeVar
 
 from ._errors import InvalidControl
 
-__all__ = ["ControlParams"]
+__all__ = ["ControlParams", "Param"]
 
 E = TypeVar("E", bound=StrEnum)
 
 _EMAIL = re.compile(r"[^@\s]{1,64}@[^@\s]{1,189}\.[^@\s]{1,63}")
+
+
+@dataclass(frozen=True, slots=True)
+class Param:
+    """One parameter of a simulator control: what it is called, its kind and its valid values."""
+
+    name: str
+    kind: Literal["number", "integer", "choice", "secret", "email"]
+    low: float = 0.0
+    high: float = 0.0
+    choices: type[StrEnum] | None = None
+    #: The value when it is not given; None: required (unless `optional`, where the caller gives the default).
+    default: float | None = None
+    optional: str = ""
+    """Non-empty: the parameter may be left out, and this says what is used then (e.g. "the car's speed")."""
+    pattern: re.Pattern[str] | None = None
+    what: str = ""
+    """For a secret: what it must be (its value is never echoed)."""
+
+    def describe(self) -> str:
+        """`door=front_left|front_right|...`, `voltage=0.0..16.0`, `keys=0..2 (default 2)`."""
+        if self.kind == "choice":
+            assert self.choices is not None
+            values = "|".join(m.value for m in self.choices)
+        elif self.kind == "number":
+            values = f"{self.low:g}..{self.high:g}"
+        elif self.kind == "integer":
+            values = f"{int(self.low)}..{int(self.high)}"
+        elif self.kind == "email":
+            values = "EMAIL"
+        else:
+            values = f"<{self.what or 'secret'}>"
+        text = f"{self.name}={values}"
+        if self.default is not None:
+            text += f" (default {self.default:g})"
+        elif self.optional:
+            text += f" (optional; default: {self.optional})"
+        return text
 
 
 class ControlParams:
@@ -80,6 +122,22 @@ class ControlParams:
         if not isinstance(value, str) or len(value) > 254 or not _EMAIL.fullmatch(value):
             raise InvalidControl(self._action, f"{name} must be an e-mail address")
         return value
+
+    def read(self, param: Param, default: Any = None) -> Any:
+        """The value of `param`, checked as it declares (`default`: for an optional one, the value when absent)."""
+        if param.kind == "number":
+            fallback = param.default if param.default is not None else default
+            return self.number(param.name, param.low, param.high, default=fallback)
+        if param.kind == "integer":
+            fallback = int(param.default) if param.default is not None else default
+            return self.integer(param.name, int(param.low), int(param.high), default=fallback)
+        if param.kind == "choice":
+            assert param.choices is not None
+            return self.choice(param.name, param.choices)
+        if param.kind == "email":
+            return self.email(param.name)
+        assert param.pattern is not None
+        return self.secret(param.name, pattern=param.pattern, what=param.what)
 
     def finish(self) -> None:
         """Refuse parameters the action does not take."""

@@ -90,14 +90,16 @@ from tcu_sim.protocol import (
 
 from ._errors import ControlRefused, InvalidCommand, InvalidControl, VehicleError
 from ._geo import distance_km, intermediate_point
-from ._params import ControlParams
+from ._params import ControlParams, Param
 
 __all__ = [
     "BATTERY_LOW_V",
+    "CONTROL_PARAMS",
     "IDLE_TICK_S",
     "MAX_NOTIFICATIONS",
     "Outcome",
     "Vehicle",
+    "check_control",
 ]
 
 BATTERY_LOW_V: Final = 11.8  # below this the car refuses heater/ventilation and reports battery_low
@@ -139,6 +141,19 @@ _RANDOM_WARNINGS: Final = (
 )
 _PAIRING_CODE: Final = re.compile(r"[0-9]{8}")
 _PASSWORD: Final = re.compile(r"[^\x00]{1,1024}")
+
+# The parameters of the people-at-the-car controls, read through these declarations (`CONTROL_PARAMS`).
+_DOOR: Final = Param("door", "choice", choices=DoorName)
+_WINDOW: Final = Param("window", "choice", choices=WindowName)
+_LAT: Final = Param("lat", "number", -90.0, 90.0)
+_LON: Final = Param("lon", "number", -180.0, 180.0)
+_SPEED: Final = Param("speed_kmh", "number", 5.0, 250.0, optional="the car's usual speed")
+_PRIVACY: Final = Param("mode", "choice", choices=PrivacyMode)
+_CODE: Final = Param("code", "secret", pattern=_PAIRING_CODE, what="8 digits")
+_KEYS: Final = Param("keys", "integer", 0, 2, default=2)
+_EMAIL: Final = Param("email", "email")
+_PASSWORD_PARAM: Final = Param("password", "secret", pattern=_PASSWORD, what="1 to 1024 characters")
+_VOLTAGE: Final = Param("voltage", "number", 0.0, 16.0)
 
 DAY_S: Final = 86_400.0
 
@@ -791,7 +806,7 @@ class Vehicle:
             raise ControlRefused(action, "the car is moving", FailureReason.VEHICLE_MOVING)
 
     def _open_door(self, p: ControlParams, now: float) -> None:
-        door = p.choice("door", DoorName)
+        door = p.read(_DOOR)
         at = self._ready(p, now)
         if self._doors_open & _DOOR_BIT[door]:
             return
@@ -803,7 +818,7 @@ class Vehicle:
         self._emit(EventType.DOOR_OPENED, at, door=door)
 
     def _close_door(self, p: ControlParams, now: float) -> None:
-        door = p.choice("door", DoorName)
+        door = p.read(_DOOR)
         at = self._ready(p, now)
         if self._doors_open & _DOOR_BIT[door]:
             self._doors_open &= ~_DOOR_BIT[door]
@@ -811,14 +826,14 @@ class Vehicle:
             self._emit(EventType.DOOR_CLOSED, at, door=door)
 
     def _open_window(self, p: ControlParams, now: float) -> None:
-        window = p.choice("window", WindowName)
+        window = p.read(_WINDOW)
         self._ready(p, now)
         if not self._windows_open & _WINDOW_BIT[window]:
             self._windows_open |= _WINDOW_BIT[window]
             self._revision += 1
 
     def _close_window(self, p: ControlParams, now: float) -> None:
-        window = p.choice("window", WindowName)
+        window = p.read(_WINDOW)
         self._ready(p, now)
         if self._windows_open & _WINDOW_BIT[window]:
             self._windows_open &= ~_WINDOW_BIT[window]
@@ -861,9 +876,9 @@ class Vehicle:
             self._emit(EventType.IGNITION_OFF, at)
 
     def _drive_to(self, p: ControlParams, now: float) -> None:
-        lat = p.number("lat", -90.0, 90.0)
-        lon = p.number("lon", -180.0, 180.0)
-        speed = p.number("speed_kmh", 5.0, 250.0, default=self._speed_kmh)
+        lat = p.read(_LAT)
+        lon = p.read(_LON)
+        speed = p.read(_SPEED, default=self._speed_kmh)
         at = self._ready(p, now)
         if self._doors_open:
             opened = ", ".join(d.value for d in self.open_doors)
@@ -899,7 +914,7 @@ class Vehicle:
         )
 
     def _set_privacy(self, p: ControlParams, now: float) -> None:
-        mode = p.choice("mode", PrivacyMode)
+        mode = p.read(_PRIVACY)
         at = self._ready(p, now)
         if mode is not self._privacy:
             self._privacy = mode
@@ -919,13 +934,13 @@ class Vehicle:
         self._refuse_if_moving(action)
 
     def _enter_pairing_code(self, p: ControlParams, now: float) -> None:
-        code = p.secret("code", pattern=_PAIRING_CODE, what="8 digits")
+        code = p.read(_CODE)
         at = self._ready(p, now)
         self._refuse_enrolment("enter_pairing_code", EnrolmentMethod.PAIRING_CODE)
         self._emit(EventType.PAIRING_CODE_ENTERED, at, pairing_code=code)
 
     def _tkov(self, p: ControlParams, now: float) -> None:
-        keys = p.integer("keys", 0, 2, default=2)
+        keys = p.read(_KEYS)
         at = self._ready(p, now)
         self._refuse_enrolment("tkov", EnrolmentMethod.TKOV)
         if keys < 2:
@@ -933,8 +948,8 @@ class Vehicle:
         self._emit(EventType.TKOV_COMPLETED, at)
 
     def _infotainment_login(self, p: ControlParams, now: float) -> None:
-        email = p.email("email")
-        password = p.secret("password", pattern=_PASSWORD, what="1 to 1024 characters")
+        email = p.read(_EMAIL)
+        password = p.read(_PASSWORD_PARAM)
         at = self._ready(p, now)
         if not self.capabilities.infotainment_login:
             raise ControlRefused(
@@ -986,7 +1001,7 @@ class Vehicle:
             self._revision += 1
 
     def _set_battery(self, p: ControlParams, now: float) -> None:
-        volts = p.number("voltage", 0.0, 16.0)
+        volts = p.read(_VOLTAGE)
         at = self._ready(p, now)
         if volts != self._battery_v:
             self._battery_v = volts
@@ -1114,6 +1129,28 @@ _CONTROLS: Final[dict[ControlAction, Callable[[Vehicle, ControlParams, float], N
     ControlAction.SET_BATTERY: Vehicle._set_battery,
     ControlAction.BREAKDOWN_CALL: Vehicle._breakdown_call,
 }
+
+#: What each control takes (none: no parameters) — `tcu-sim car --help` prints it from here.
+CONTROL_PARAMS: Final[dict[ControlAction, tuple[Param, ...]]] = {
+    ControlAction.OPEN_DOOR: (_DOOR,),
+    ControlAction.CLOSE_DOOR: (_DOOR,),
+    ControlAction.OPEN_WINDOW: (_WINDOW,),
+    ControlAction.CLOSE_WINDOW: (_WINDOW,),
+    ControlAction.DRIVE_TO: (_LAT, _LON, _SPEED),
+    ControlAction.SET_PRIVACY: (_PRIVACY,),
+    ControlAction.ENTER_PAIRING_CODE: (_CODE,),
+    ControlAction.TKOV: (_KEYS,),
+    ControlAction.INFOTAINMENT_LOGIN: (_EMAIL, _PASSWORD_PARAM),
+    ControlAction.SET_BATTERY: (_VOLTAGE,),
+}
+
+
+def check_control(action: ControlAction, params: Mapping[str, Any] | None) -> None:
+    """Raise `InvalidControl` when `params` are not what `action` takes (as the car would, before sending it)."""
+    p = ControlParams(action.value, params)
+    for param in CONTROL_PARAMS.get(action, ()):
+        p.read(param, default=param.low if param.optional else None)
+    p.finish()
 
 
 def _command(op: CommandOp | str, params: BaseModel | Mapping[str, Any] | None) -> tuple[CommandOp, BaseModel]:

@@ -15,10 +15,10 @@ from click.testing import CliRunner
 
 from tcu_sim.cli import cli
 from tcu_sim.clock import SystemClock
-from tcu_sim.protocol import KeySet, SigningKey, generate_vin
+from tcu_sim.protocol import ControlAction, KeySet, SigningKey, generate_vin
 from tcu_sim.testing import MosquittoBroker
 from tcu_sim.transport import BrokerAddress, LinkPool, SeqStore, TcuSession
-from tcu_sim.vehicle import Vehicle
+from tcu_sim.vehicle import CONTROL_PARAMS, Vehicle
 
 
 @contextlib.asynccontextmanager
@@ -70,10 +70,11 @@ async def test_car_command_opens_a_door_of_a_running_car(mosquitto: MosquittoBro
 @pytest.mark.mosquitto
 async def test_a_refused_action_exits_1_with_the_cars_reason(mosquitto: MosquittoBroker, tmp_path: Path) -> None:
     async with running_car(mosquitto, tmp_path) as session:
-        code, out, err = await tcu_sim(mosquitto, tmp_path, "car", session.vin, "open_door", "door=frontleft")
+        code, out, err = await tcu_sim(mosquitto, tmp_path, "car", session.vin, "lock_key")
+        assert code == 0, out + err
+        code, out, err = await tcu_sim(mosquitto, tmp_path, "car", session.vin, "open_door", "door=front_left")
         assert code == 1, out + err
-        assert f"{session.vin}: open_door refused by the car: " in err
-        assert "door must be one of: front_left" in err
+        assert f"{session.vin}: open_door refused by the car: open_door: the car is locked" in err
         assert not session.vehicle.open_doors  # refused: nothing changed
 
         # A fault to a car without a fault layer: refused too, and `tcu-sim fault` says so.
@@ -104,3 +105,33 @@ def test_bad_params_and_vin_are_usage_errors() -> None:
     result = runner.invoke(cli, ["car", "VSSZZZKL7MA378596", "open_door", "door"])
     assert result.exit_code == 2
     assert "expected KEY=VALUE" in result.output
+
+
+def test_a_parameter_typo_is_a_usage_error_before_anything_is_sent(tmp_path: Path) -> None:
+    # No broker at all: the parameters are checked against the vehicle model's declarations first.
+    runner = CliRunner()
+    vin = "VSSZZZKL7MA378596"
+    state = ["--state", str(tmp_path), "--broker", "mqtt://127.0.0.1:9"]
+    result = runner.invoke(cli, ["car", vin, "open_door", "door=rear_rigth", *state])
+    assert result.exit_code == 2, result.output
+    assert "door must be one of: front_left, front_right, rear_left, rear_right, trunk, hood" in result.output
+    assert "`tcu-sim car --help` lists each action's parameters" in result.output
+    result = runner.invoke(cli, ["car", vin, "drive_to", "lat=41.4", "lon=2.2", "speed=50", *state])
+    assert result.exit_code == 2
+    assert "unknown parameter(s): speed" in result.output
+    result = runner.invoke(cli, ["car", vin, "set_battery", "voltage=30", *state])
+    assert result.exit_code == 2
+    assert "voltage must be between 0.0 and 16.0" in result.output
+
+
+def test_car_help_lists_each_actions_parameters_from_the_model() -> None:
+    result = CliRunner().invoke(cli, ["car", "--help"], terminal_width=200)
+    assert result.exit_code == 0
+    lines = {line.split()[0]: line for line in result.output.splitlines() if line.startswith("    ") and line.split()}
+    for action in ControlAction:
+        if action is not ControlAction.FAULT:
+            described = " ".join(p.describe() for p in CONTROL_PARAMS.get(action, ())) or "-"
+            assert lines[action.value].split(None, 1)[1] == described
+    assert "door=front_left|front_right|rear_left|rear_right|trunk|hood" in lines["open_door"]
+    assert "voltage=0..16" in lines["set_battery"]
+    assert "speed_kmh=5..250 (optional" in lines["drive_to"]

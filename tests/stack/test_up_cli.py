@@ -169,13 +169,15 @@ async def test_a_second_up_on_the_same_state_exits_2_and_the_first_keeps_working
         assert json.loads((state / "endpoints.json").read_text()) == endpoints
 
         # The first still works, and `tcu-sim car` finds its broker from --state alone (no --broker).
-        code, out, err = await _tcu_sim(tmp_path, "car", vin, "unlock_key", "--state", str(state))
+        code, out, err = await _tcu_sim(tmp_path, "car", vin, "lock_key", "--state", str(state))
         assert code == 0, out + err
-        assert f"{vin}: unlock_key ok" in out
-        code, out, err = await _tcu_sim(tmp_path, "car", vin, "open_door", "door=frontleft", "--state", str(state))
+        assert f"{vin}: lock_key ok" in out
+        code, out, err = await _tcu_sim(tmp_path, "car", vin, "open_door", "door=front_left", "--state", str(state))
         assert code == 1, out + err
         assert "refused by the car" in err
-        await first.wait_for(rf"car {vin} refused open_door: .*door must be one of", 10)  # the live view says so
+        await first.wait_for(rf"car {vin} refused open_door: .*the car is locked", 10)  # the live view says so
+        code, out, err = await _tcu_sim(tmp_path, "car", vin, "unlock_key", "--state", str(state))
+        assert code == 0, out + err
         code, out, err = await _tcu_sim(tmp_path, "car", vin, "open_door", "door=front_left", "--state", str(state))
         assert code == 0, out + err
         assert f"{vin}: open_door ok" in out
