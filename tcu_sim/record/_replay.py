@@ -25,6 +25,7 @@ import re
 import secrets
 import ssl
 import tempfile
+from collections import Counter
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -379,6 +380,9 @@ async def _walk(
     )
     vt_of_line = {int(r["line"]): float(r["vt"]) for r in recording.records}
     done = 0
+    sent = [(int(r["line"]), key) for r in recording.records if (key := _sent_key(r)) is not None]
+    needed: Counter[tuple[str, str]] = Counter()
+    sent_done = 0
 
     async def advance_to(vt: float) -> None:
         target = start_rep + (vt - start_rec)
@@ -387,7 +391,7 @@ async def _walk(
 
     async def settle(before_line: int) -> None:
         """Every command the recording saw finish before `before_line` finishes in the replay too."""
-        nonlocal done
+        nonlocal done, sent_done
         while done < len(finals) and finals[done][0] < before_line:
             line, recorded_id = finals[done]
             done += 1
@@ -401,6 +405,15 @@ async def _walk(
                 return got is not None and got[0].split(" ")[0] in FINAL_STATES
 
             await sink.wait_for(final, options.answer_timeout_s)
+        # Commands the cloud sent cars by then (an enrolment's confirmation on the infotainment, say) are sent in
+        # the replay too: they mark the cloud's work an input may depend on.
+        while sent_done < len(sent) and sent[sent_done][0] < before_line:
+            needed[sent[sent_done][1]] += 1
+            sent_done += 1
+        if needed:
+            await sink.wait_for(
+                lambda: all(sink.outcomes.sent[key] >= n for key, n in needed.items()), options.answer_timeout_s
+            )
 
     responses = {(r["key"], r["msg"].get("id")): r for r in recording.records
                  if r["kind"] == "responses" and isinstance(r.get("msg"), dict)}
@@ -447,6 +460,18 @@ async def _walk(
         )
 
     await sink.wait_for(statuses_match, options.settle_timeout_s)
+    # The replay's recorder sees the answers a moment after the app clients did: compare once it has them all.
+    got = list(driver.answers)
+    await sink.wait_for(lambda: all(k in sink.outcomes.responses for k in got), options.answer_timeout_s)
+
+
+def _sent_key(record: Mapping[str, Any]) -> tuple[str, str] | None:
+    """(VIN, op) of a command the cloud sent a car, as `Outcomes.sent` counts it."""
+    if record["kind"] != "commands":
+        return None
+    probe = Outcomes()
+    probe.add(record)
+    return next(iter(probe.sent), None)
 
 
 @contextlib.asynccontextmanager

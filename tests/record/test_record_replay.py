@@ -29,6 +29,7 @@ from tcu_sim.testing.plugin import require_mosquitto
 
 REPO = Path(__file__).resolve().parents[2]
 FLEET = REPO / "fleet_configs" / "scenarios" / "spin-brute-force.yaml"
+DEMO = REPO / "fleet_configs" / "demo.yaml"
 WAIT = 10.0
 OWNER, OWNER_PASSWORD, OWNER_SPIN = "owner@tcu-sim.test", "owner-2026-pass", "2580"
 STRANGER, STRANGER_PASSWORD = "stranger@tcu-sim.test", "stranger-2026-pass"
@@ -55,6 +56,15 @@ async def _refused(app: AppClient, recorder: Recorder, vin: str, op: str, spin: 
         await app.command(vin, op, spin=spin, request_id=request_id)
     await recorder.wait_for(_answered(app.client_id, request_id), WAIT)
     return caught.value.code.value
+
+
+async def _finished(app: AppClient, recorder: Recorder, command_id: str, state: CommandState) -> None:
+    """The command reached `state`, and the recorder has the app's push saying so (the clock may move next)."""
+    assert await app.wait_command(command_id, timeout=WAIT) is state
+    await recorder.wait_for(
+        lambda r: r["kind"] == "app_events" and (r.get("msg") or {}).get("type") == "command_progress"
+        and r["msg"]["data"].get("command_id") == command_id and r["msg"]["data"].get("state") == state.value, WAIT,
+    )
 
 
 async def _control(client: aiomqtt.Client, recorder: Recorder, vin: str, action: str, **params: Any) -> None:
@@ -91,13 +101,13 @@ async def _record_session(out: Path, state: Path) -> dict[str, str]:
             assert await _refused(stranger, recorder, vin, "unlock", "9137") == "VEHICLE_NOT_FOUND"
             await clock.advance(301)  # the first S-PIN lock (300 s) runs out
             command = await owner.unlock(vin, OWNER_SPIN)
-            assert await owner.wait_command(command, timeout=WAIT) is CommandState.SUCCEEDED
+            await _finished(owner, recorder, command, CommandState.SUCCEEDED)
             await _control(operator, recorder, vin, "open_door", door="front_left")
             command = await owner.lock(vin, OWNER_SPIN)
-            assert await owner.wait_command(command, timeout=WAIT) is CommandState.FAILED  # door_open, in the car
+            await _finished(owner, recorder, command, CommandState.FAILED)  # door_open, in the car
             await _control(operator, recorder, vin, "close_door", door="front_left")
             command = await owner.lock(vin, OWNER_SPIN)
-            assert await owner.wait_command(command, timeout=WAIT) is CommandState.SUCCEEDED
+            await _finished(owner, recorder, command, CommandState.SUCCEEDED)
             await recorder.wait_for(
                 lambda r: r["kind"] == "status" and (r["jws"]["claims"]["body"] or {}).get("locked") is True
                 and not r.get("retained") and r["vt"] > clock.now() - 1, WAIT,
@@ -150,3 +160,46 @@ async def test_a_changed_rule_is_reported_as_a_divergence_with_exit_code_1(tmp_p
     xml = junit.read_text(encoding="utf-8")
     assert 'failures="2"' in xml
     assert "SPIN_LOCKED" in xml
+
+
+async def test_an_enrolment_by_pairing_code_replays_with_the_replays_own_code(tmp_path: Path) -> None:
+    """The cloud issues a pairing code, the person enters it in the car, the car is enrolled and locked: the
+    replay gets a code of its own from its cloud and enters that one (the file holds neither)."""
+    out = tmp_path / "enrol.jsonl.gz"
+    fleet = load_fleet(DEMO)
+    user = next(u for u in fleet.users if u.email == "demo@tcu-sim.test")
+    password, spin = user.password.get_secret_value(), user.spin.get_secret_value()
+    clock = VirtualClock(start=time.time())
+    config = StackConfig(state_dir=tmp_path / "state", port=0, broker="mosquitto")
+    async with LocalStack(fleet, config, clock=clock, passwords=PasswordHasher.for_tests()) as stack:
+        vin = [c.vin for c in stack.cars if c.group == "ateca-radio"][1]  # not enrolled by the fleet file
+        stack.pki.ensure_operator()
+        device = stack.broker.device
+        operator = aiomqtt.Client(device.host, device.port, identifier=OPERATOR,
+                                  tls_context=stack.pki.client_ssl_context(OPERATOR))
+        async with record_stack(stack, out, fleet_file=DEMO) as recorder, operator, stack.app_client() as app:
+            await app.login(user.email, password)
+            added = await app.add_vehicle(vin)
+            assert added.method == "pairing_code"
+            assert added.pairing_code is not None
+            code = added.pairing_code
+            await _control(operator, recorder, vin, "enter_pairing_code", code=code)
+            await recorder.wait_for(  # enrolled: the cloud confirms it on the car's infotainment
+                lambda r: r["kind"] == "commands" and r["key"] == vin
+                and r["jws"]["claims"]["body"].get("op") == "infotainment.notify", WAIT,
+            )
+            assert await _refused(app, recorder, vin, "lock", "1111") == "SPIN_INCORRECT"
+            command = await app.lock(vin, spin)
+            await _finished(app, recorder, command, CommandState.SUCCEEDED)
+            await recorder.wait_for(
+                lambda r: r["kind"] == "results" and r["key"] == vin
+                and r["jws"]["claims"]["body"].get("state") == "succeeded", WAIT,
+            )
+
+    text = gzip.decompress(out.read_bytes()).decode()
+    assert code not in text
+    assert password not in text
+    assert f'"{spin}"' not in text
+    report = await replay(read_recording(out), ReplayOptions(state_dir=tmp_path / "replay"))
+    assert report.divergences == [], report.text()
+    assert any(c.startswith(f"control result {vin}") for c in report.checked)
