@@ -9,6 +9,7 @@ or from a shell (a scratch PostgreSQL database is created and dropped with `--db
     .venv/bin/python -m tcu_sim.bench._p3 --messages 20000 --cars 1000 --db sqlite
     .venv/bin/python -m tcu_sim.bench._p3 --db postgresql --pg-admin postgresql://postgres@127.0.0.1:5432/postgres
     .venv/bin/python -m tcu_sim.bench._p3 --config '{"verify_processes": 2}' --json
+    .venv/bin/python -m tcu_sim.bench._p3 --db postgresql --processes 2   # the cloud N-way (issue 17)
 
 How it runs (nothing of the set-up is timed):
 1. A fleet of `cars` keys and factory records; `messages` statuses signed beforehand, round robin over the cars,
@@ -32,6 +33,13 @@ CPU second of the whole cloud (verification workers included), per CPU second of
 (the ceiling of one process whatever the cores: the loop cannot spread over them), and the loop's cost per
 message in bare Ed25519 verifications timed on the same machine just before (1.0 = the signature check alone).
 `HandlerConfig(verify_processes=N)` moves verification off the loop into N worker processes.
+
+`processes=N` (`--processes N`) drains with N cloud processes instead of one — child processes of the bench, each
+a handler with its own identity (`cloud`, `cloud-2`, ...) and MQTT 5 shared subscriptions, as N `tcu-sim cloud run
+--shared-subscriptions` would: Mosquitto splits the queue between their sessions round robin, and they apply over
+the one registry (use PostgreSQL: SQLite serialises the writers). The clock runs from the first process's start of
+its drain to the last message any of them handled; `cpu_seconds` and `loop_cpu_seconds` add up the processes
+(the P3 figure of the N-way is the ratio of the rates with 2 and with 1 process).
 """
 
 from __future__ import annotations
@@ -40,6 +48,7 @@ import argparse
 import asyncio
 import contextlib
 import json
+import os
 import random
 import secrets
 import shutil
@@ -61,6 +70,7 @@ from broker.pki import FleetPKI
 from broker.registry import Registry, VehicleRecord
 from broker.runtime import BrokerLogin, CloudKeys, cloud_handler, open_services
 from tcu_sim.clock import SystemClock
+from tcu_sim.logging import configure_logging
 from tcu_sim.protocol import CLOUD, KeySet, MessageType, Signer, SigningKey, Topics, generate_vin
 
 __all__ = ["StatusThroughput", "measure_status_throughput", "scratch_postgres"]
@@ -98,6 +108,8 @@ class StatusThroughput:
     """One bare Ed25519 verification (cryptography), timed on the same machine just before the drain: the unit
     that makes runs on a busy or a slower machine comparable."""
     config: dict[str, Any] = field(default_factory=dict)
+    processes: int = 1
+    """Cloud processes that drained the queue together (shared subscriptions)."""
 
     @property
     def published(self) -> int:
@@ -157,7 +169,8 @@ class StatusThroughput:
         """One line for a report."""
         verdict = "none lost" if self.none_lost else f"LOST/WRONG: {self.as_dict()}"
         return (
-            f"P3 {self.backend}: {self.per_second:,.0f} statuses/s, {self.per_total_cpu_second:,.0f} per CPU second,"
+            f"P3 {self.backend}, {self.processes} cloud process{'es' if self.processes > 1 else ''}:"
+            f" {self.per_second:,.0f} statuses/s, {self.per_total_cpu_second:,.0f} per CPU second,"
             f" {self.per_loop_cpu_second:,.0f} per loop-thread CPU second ({self.published} msgs from {self.cars}"
             f" cars in {self.seconds:.2f} s, {self.cpu_seconds + self.worker_cpu_seconds:.2f} s CPU"
             f" ({self.worker_cpu_seconds:.2f} s in verify workers), {self.loop_cpu_seconds:.2f} s loop;"
@@ -286,14 +299,18 @@ async def measure_status_throughput(
     timeout_s: float = 600.0,
     seed: int = _CAR_KIDS_SEED,
     progress: Callable[[str], None] | None = None,
+    processes: int = 1,
 ) -> StatusThroughput:
     """Publish `messages` signed statuses from `cars` cars (plus `duplicates` redelivered copies) to a real
-    Mosquitto and time one cloud process applying them all (see the module docstring). `registry_url` defaults
-    to a SQLite file in the work directory; `max_inflight` is Mosquitto's `max_inflight_messages` (production:
-    20). Raises TimeoutError when the cloud has not accounted for every message within `timeout_s`."""
+    Mosquitto and time one cloud process (or `processes` of them) applying them all (see the module docstring).
+    `registry_url` defaults to a SQLite file in the work directory; `max_inflight` is Mosquitto's
+    `max_inflight_messages` (production: 20). Raises TimeoutError when the cloud has not accounted for every
+    message within `timeout_s`."""
     say = progress or (lambda _text: None)
     if messages < cars or cars < 1:
         raise ValueError("need at least one message per car")
+    if not 1 <= processes <= len(_IDENTITIES):
+        raise ValueError(f"processes must be 1 to {len(_IDENTITIES)} (one cloud identity each)")
     own_dir = workdir is None
     root = Path(tempfile.mkdtemp(prefix="tcu-sim-p3-")) if workdir is None else workdir
     root.mkdir(parents=True, exist_ok=True)
@@ -301,6 +318,8 @@ async def measure_status_throughput(
     cfg = config or HandlerConfig(client_id="cloud-p3", session_expiry_s=3600)
     if cfg.session_expiry_s == 0:
         raise ValueError("the cloud needs a persistent session (session_expiry_s > 0) to have its queue kept")
+    if processes > 1:
+        cfg = cfg.model_copy(update={"shared_subscriptions": True, "protocol": "5"})
     rng = random.Random(seed)
     clock = SystemClock()
     try:
@@ -308,7 +327,8 @@ async def measure_status_throughput(
         fleet = _make_fleet(cars, messages, clock.now(), rng)
         copies = [fleet.messages[rng.randrange(len(fleet.messages))] for _ in range(duplicates)]
         topics = Topics(cfg.topic_prefix)
-        secret = ServerSecret(secrets.token_bytes(32))
+        secret_bytes = secrets.token_bytes(32)
+        secret = ServerSecret(secret_bytes)
         async with (
             _Broker(root, max_inflight=max_inflight) as broker,
             open_services(
@@ -322,11 +342,26 @@ async def measure_status_throughput(
             def handler() -> CloudHandler:
                 return cloud_handler(services, cfg, login, keys=keys)
 
+            total = messages + duplicates
+            if processes > 1:
+                verify_us = _verify_cost_us()
+                children = _Children(broker, root / "pki", url, cfg, fleet.keys, secret_bytes, processes)
+                async with children:
+                    await children.make_sessions()
+                    say(f"publishing {total} messages for the {processes} cloud processes' sessions")
+                    await _feed(broker, topics, fleet.messages + copies, retain=retain)
+                    say(f"{processes} cloud processes draining their queues")
+                    drained = await children.drain(total, timeout_s)
+                newest_stored = await _count_newest(registry, fleet.newest)
+                return drained.result(
+                    backend=registry.dialect, messages=messages, duplicates=duplicates, cars=cars,
+                    newest_stored=newest_stored, verify_us=verify_us, processes=processes,
+                    config=_config_figures(cfg, max_inflight, retain),
+                )
             async with handler() as first:  # creates the persistent session and its subscriptions
                 await first.wait_ready(30)
             say(f"publishing {messages + duplicates} messages for the cloud's session")
             await _feed(broker, topics, fleet.messages + copies, retain=retain)
-            total = messages + duplicates
 
             def done(s: HandlerStats) -> bool:
                 return s.applied["status"] + sum(s.refused.values()) + s.handler_errors >= total
@@ -362,18 +397,212 @@ async def measure_status_throughput(
                 loop_cpu_seconds=loop_cpu_seconds,
                 worker_cpu_seconds=worker_cpu_seconds,
                 verify_us=verify_us,
-                config={
-                    "car_workers": cfg.car_workers,
-                    "max_inflight_messages": max_inflight,
-                    "protocol": cfg.protocol,
-                    "retain": retain,
-                    "verify_processes": getattr(cfg, "verify_processes", 0),
-                    **{k: v for k, v in cfg.model_dump().items() if k.startswith("car_batch")},
-                },
+                config=_config_figures(cfg, max_inflight, retain),
             )
     finally:
         if own_dir:
             shutil.rmtree(root, ignore_errors=True)
+
+
+def _config_figures(cfg: HandlerConfig, max_inflight: int, retain: bool) -> dict[str, Any]:
+    return {
+        "car_workers": cfg.car_workers,
+        "max_inflight_messages": max_inflight,
+        "protocol": cfg.protocol,
+        "retain": retain,
+        "shared_subscriptions": cfg.shared_subscriptions,
+        "verify_processes": getattr(cfg, "verify_processes", 0),
+        **{k: v for k, v in cfg.model_dump().items() if k.startswith("car_batch")},
+    }
+
+
+# -- several cloud processes (the N-way) ---------------------------------------------------------------------
+_IDENTITIES = ("cloud", *(f"cloud-{i}" for i in range(2, 9)))  # the cloud identities of the broker's ACL
+
+
+@dataclass(slots=True)
+class _Drained:
+    """What the cloud processes reported, added up."""
+
+    seconds: float
+    stats: dict[str, Any]
+
+    def result(self, **fields: Any) -> StatusThroughput:
+        s = self.stats
+        refused = dict(s["refused"])
+        return StatusThroughput(
+            seconds=self.seconds, applied=s["applied"], refused_duplicate=refused.pop("duplicate", 0),
+            refused_other=refused, handler_errors=s["handler_errors"], dropped_incoming=s["dropped_incoming"],
+            batches=s["status_batches"], cpu_seconds=s["cpu"], loop_cpu_seconds=s["loop_cpu"],
+            worker_cpu_seconds=s["worker_cpu"], **fields,
+        )
+
+
+class _Children:
+    """N cloud processes (`python -m tcu_sim.bench._p3 --child`), each told its part over stdin as one JSON line
+    (the server secret included: never on a command line) and reporting JSON lines on stdout."""
+
+    def __init__(
+        self, broker: _Broker, pki: Path, registry_url: str, cfg: HandlerConfig, keys: KeySet, secret: bytes, n: int
+    ) -> None:
+        self._jobs = []
+        for identity in _IDENTITIES[:n]:
+            broker.pki.ensure(identity)
+            self._jobs.append({
+                "registry_url": registry_url, "host": broker.host, "port": broker.port,
+                "pki": str(pki), "identity": identity,
+                "config": cfg.model_copy(update={"client_id": identity}).model_dump(),
+                "jwks": keys.to_jwks(), "secret": secret.hex(),
+            })
+        self._procs: list[asyncio.subprocess.Process] = []
+        self._latest: list[dict[str, Any]] = [{} for _ in self._jobs]
+
+    async def __aenter__(self) -> _Children:
+        for job in self._jobs:
+            proc = await asyncio.create_subprocess_exec(
+                sys.executable, "-m", "tcu_sim.bench._p3", "--child", stdin=asyncio.subprocess.PIPE,
+                stdout=asyncio.subprocess.PIPE,
+            )
+            self._procs.append(proc)
+            assert proc.stdin is not None
+            proc.stdin.write(json.dumps(job).encode() + b"\n")
+            await proc.stdin.drain()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        for proc in self._procs:
+            if proc.returncode is None and proc.stdin is not None:
+                with contextlib.suppress(OSError):
+                    proc.stdin.write(b"stop\n")
+                    proc.stdin.close()
+        for proc in self._procs:
+            try:
+                async with asyncio.timeout(30):
+                    await proc.wait()
+            except TimeoutError:
+                proc.kill()
+                await proc.wait()
+
+    async def _line(self, index: int, timeout: float) -> dict[str, Any]:
+        stdout = self._procs[index].stdout
+        assert stdout is not None
+        async with asyncio.timeout(timeout):
+            raw = await stdout.readline()
+        if not raw:
+            raise RuntimeError(f"cloud process {self._jobs[index]['identity']} ended early")
+        data: dict[str, Any] = json.loads(raw)
+        return data
+
+    async def make_sessions(self) -> None:
+        """Each process connects once (its persistent session and shared subscriptions) and leaves."""
+        for index in range(len(self._procs)):
+            if (await self._line(index, 60)).get("state") != "sessions":
+                raise RuntimeError("unexpected answer of a cloud process")
+
+    async def drain(self, total: int, timeout: float) -> _Drained:
+        """Let them drain; the wall clock from the first start to the last message handled by any of them."""
+        for proc in self._procs:
+            assert proc.stdin is not None
+            proc.stdin.write(b"go\n")
+            await proc.stdin.drain()
+
+        async def follow(index: int) -> None:
+            while True:
+                self._latest[index] = await self._line(index, timeout)
+                if self._done() >= total:
+                    return
+
+        async with asyncio.timeout(timeout):
+            tasks = [asyncio.create_task(follow(i)) for i in range(len(self._procs))]
+            try:
+                await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                for task in tasks:
+                    task.cancel()
+                await asyncio.gather(*tasks, return_exceptions=True)
+        started = min(r["started"] for r in self._latest)
+        ended = max(r["last_handled"] for r in self._latest)
+        summed: dict[str, Any] = {"refused": {}}
+        for report in self._latest:
+            for key, value in report["stats"].items():
+                if key == "refused":
+                    for reason, n in value.items():
+                        summed["refused"][reason] = summed["refused"].get(reason, 0) + n
+                else:
+                    summed[key] = summed.get(key, 0) + value
+        return _Drained(ended - started, summed)
+
+    def _done(self) -> int:
+        return sum(r["stats"]["handled"] for r in self._latest if r)
+
+
+async def _child(job: dict[str, Any]) -> None:
+    """One cloud process of the N-way (see `_Children`): sessions, then drain on "go" until "stop"."""
+    cfg = HandlerConfig(**job["config"])
+    login = BrokerLogin(job["host"], job["port"], tls_context=FleetPKI(Path(job["pki"])).client_ssl_context(
+        job["identity"]))
+    secret = ServerSecret(bytes.fromhex(job["secret"]))
+    keys = CloudKeys(SigningKey.generate(job["identity"]), KeySet.from_jwks(job["jwks"]), secret)
+    loop = asyncio.get_running_loop()
+    stdin = asyncio.StreamReader()
+    await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(stdin), sys.stdin)
+
+    def say(data: dict[str, Any]) -> None:
+        sys.stdout.write(json.dumps(data) + "\n")
+        sys.stdout.flush()
+
+    async with open_services(job["registry_url"], clock=SystemClock(), secret=secret, pool_size=4) as services:
+
+        def handler() -> CloudHandler:
+            return cloud_handler(services, cfg, login, keys=keys)
+
+        async with handler() as first:
+            await first.wait_ready(30)
+        say({"state": "sessions"})
+        if (await stdin.readline()).strip() != b"go":
+            return
+        stop = asyncio.create_task(stdin.readline())
+        async with handler() as cloud:
+            started, cpu_started, loop_started = time.monotonic(), time.process_time(), time.thread_time()
+            workers = _worker_cpu(cloud)
+            last_handled = started
+
+            def handled(s: HandlerStats) -> int:
+                return s.applied["status"] + sum(s.refused.values()) + s.handler_errors
+
+            while not stop.done():
+                seen = handled(cloud.stats)
+
+                def moved(s: HandlerStats, seen: int = seen) -> bool:
+                    return handled(s) > seen
+
+                with contextlib.suppress(TimeoutError):
+                    await cloud.wait_for(moved, 0.1)
+                if handled(cloud.stats) > seen:
+                    last_handled = time.monotonic()
+                stats = cloud.stats
+                say({
+                    "started": started, "last_handled": last_handled,
+                    "stats": {
+                        "handled": handled(stats), "applied": stats.applied["status"],
+                        "refused": dict(stats.refused), "handler_errors": stats.handler_errors,
+                        "dropped_incoming": stats.dropped_incoming, "status_batches": stats.status_batches,
+                        "cpu": time.process_time() - cpu_started, "loop_cpu": time.thread_time() - loop_started,
+                        "worker_cpu": _worker_cpu(cloud) - workers,
+                    },
+                })
+
+
+def _child_main() -> int:
+    # Reports go to the real stdout; anything else written to stdout (logs) goes to stderr instead.
+    reports = os.fdopen(os.dup(1), "w", encoding="utf-8")
+    os.dup2(2, 1)
+    sys.stdout = reports
+    configure_logging("WARNING")
+    job = json.loads(sys.stdin.readline())
+    with contextlib.suppress(KeyboardInterrupt, BrokenPipeError):
+        asyncio.run(_child(job))
+    return 0
 
 
 def _worker_cpu(cloud: CloudHandler) -> float:
@@ -442,7 +671,7 @@ async def _main(args: argparse.Namespace) -> int:
     async def run(url: str | None) -> StatusThroughput:
         return await measure_status_throughput(
             messages=args.messages, cars=args.cars, registry_url=url, config=config, duplicates=args.duplicates,
-            retain=args.retain, max_inflight=args.max_inflight, progress=say,
+            retain=args.retain, max_inflight=args.max_inflight, progress=say, processes=args.processes,
         )
 
     if args.db == "postgresql":
@@ -469,7 +698,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--retain", action="store_true")
     parser.add_argument("--config", default="{}", help="more HandlerConfig fields, as JSON")
     parser.add_argument("--json", action="store_true")
-    return asyncio.run(_main(parser.parse_args(argv)))
+    parser.add_argument("--processes", type=int, default=1,
+                        help="cloud processes draining together (shared subscriptions; 1 to 8)")
+    parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)  # one of those processes
+    args = parser.parse_args(argv)
+    if args.child:
+        return _child_main()
+    return asyncio.run(_main(args))
 
 
 if __name__ == "__main__":
