@@ -62,3 +62,22 @@ async def test_record_finds_the_running_stack_and_records_an_app_login(tmp_path:
     assert login["msg"]["params"]["password"] == "<redacted>"
     assert login["secrets"] == {"params.password": "fleet"}
     assert b"owner-2026-pass" not in gzip.decompress(out.read_bytes())
+
+
+async def test_up_records_from_the_moment_the_stack_is_up(tmp_path: Path) -> None:
+    out = tmp_path / "up.jsonl.gz"
+    process = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "tcu_sim.cli", "up", str(FLEET), "--record", str(out), "--no-view", "--duration", "1",
+        "--port", "0", "--no-http", "--state", str(tmp_path / "state"),
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE, cwd=REPO,
+    )
+    async with asyncio.timeout(120):
+        stdout, stderr = await process.communicate()
+    assert process.returncode == 0, stdout.decode() + stderr.decode()
+    assert f"recording to {out}" in stdout.decode()
+    recording = read_recording(out)
+    assert recording.header.fleet == str(FLEET)
+    assert recording.header.fleet_name == "spin-brute-force"
+    # The one car's retained status and connection at least (it may send more while `up` runs).
+    assert {"status", "connection"} <= {r["kind"] for r in recording.records}
+    assert not recording.truncated
