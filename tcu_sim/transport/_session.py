@@ -70,6 +70,9 @@ UNKNOWN_COMMAND_ID = "unknown"  # in a `rejected` result when the refused comman
 
 log = structlog.get_logger("tcu_sim.tcu")
 
+#: A status loop sleeping longer than this wakes early when a command or control changes the car.
+_WAKEABLE_AFTER_S = 60.0
+
 #: Takes a car's `fault` controls (`sim/{vin}/control`, action `fault`) with their params: the fleet's fault layer.
 #: Returns None when it takes the fault, else why it refuses it (the car's reply on `sim/{vin}/control/results`).
 FaultHandler = Callable[["TcuSession", dict[str, Any]], str | None]
@@ -311,7 +314,12 @@ class TcuSession:
 
     async def _sleep_until_change(self, seconds: float) -> None:
         """Sleep on the clock, cut short when a command or control changes the car (a trip starts, the heater
-        goes on): its next tick is then worked out again, so a trip is driven kilometre by kilometre."""
+        goes on): its next tick is then worked out again, so a trip is driven kilometre by kilometre. Sleeps up to
+        `_WAKEABLE_AFTER_S` are plain: a fleet sending statuses that often pays no extra task per sleep, and its
+        cars notice a change at their next status anyway (the vehicle model is exact whenever it is asked)."""
+        if seconds <= _WAKEABLE_AFTER_S:
+            await self.clock.sleep(seconds)
+            return
         changed = asyncio.ensure_future(self._change.wait())
         sleeper = asyncio.ensure_future(self.clock.sleep(seconds))
         try:
