@@ -46,6 +46,7 @@ from ._names import (
     OPERATOR,
     SERVER,
     IdentityKind,
+    cloud_identity,
     identity_kind,
     operator_identity,
     validate_named_identity,
@@ -329,10 +330,21 @@ class FleetPKI:
         `leases/<name>.lock`, released by the kernel even when the process dies), issued when missing. `operator`
         itself is left to long-lived users. PKIStateError when every identity of the pool is held.
         """
+        with self._lease([operator_identity(n) for n in range(2, pool + 1)]) as name:
+            yield name
+
+    @contextlib.contextmanager
+    def lease_cloud(self, pool: int = OPERATOR_POOL) -> Iterator[str]:
+        """Hold one cloud identity (`cloud`, `cloud-2` ... `cloud-<pool>`) that no other process using this PKI
+        holds, for the life of the `with` block (test clouds sharing one broker); see `lease_operator`."""
+        with self._lease([cloud_identity(n) for n in range(1, pool + 1)]) as name:
+            yield name
+
+    @contextlib.contextmanager
+    def _lease(self, names: Sequence[str]) -> Iterator[str]:
         leases = self.directory / "leases"
         leases.mkdir(parents=True, exist_ok=True)
-        for index in range(2, pool + 1):
-            name = operator_identity(index)
+        for name in names:
             fd = os.open(leases / f"{name}.lock", os.O_RDWR | os.O_CREAT, 0o600)
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -345,7 +357,7 @@ class FleetPKI:
             finally:
                 os.close(fd)  # closing the descriptor releases the lock
             return
-        raise PKIStateError(f"all {pool - 1} operator identities (operator-2 .. operator-{pool}) are in use")
+        raise PKIStateError(f"all {len(names)} identities ({names[0]} .. {names[-1]}) are in use")
 
     def ensure_identity(self, name: str) -> CertificateInfo:
         """The certificate of a named identity (an app or test client, CN = name), issued when missing."""

@@ -146,9 +146,19 @@ class SimBroker:
 
     @contextlib.contextmanager
     def lease_cloud(self) -> Iterator[str]:
-        """A cloud identity (`cloud`, `cloud-2`, ...) no other cloud of this process holds on this broker, for the
-        life of the `with` block: the broker forces the client id to the certificate's CN (SPEC §7), so two
-        clouds sharing one certificate would disconnect each other."""
+        """A cloud identity (`cloud`, `cloud-2`, ...) no other cloud holds on this broker, for the life of the
+        `with` block: the broker forces the client id to the certificate's CN (SPEC §7), so two clouds sharing one
+        certificate would disconnect each other. With a PKI the lease holds across processes (pytest workers on
+        one external broker: `FleetPKI.lease_cloud`)."""
+        if not self.tls:
+            # No certificates here, so no identity to match: a client id of its own (other processes' clouds
+            # may share this broker).
+            yield f"cloud-{secrets.token_hex(4)}"
+            return
+        if self.pki is not None:
+            with self.pki.lease_cloud(_CLOUD_POOL) as name:
+                yield name
+            return
         for index in range(1, _CLOUD_POOL + 1):
             name = cloud_identity(index)
             if name in self._clouds_held:

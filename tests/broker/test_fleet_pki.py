@@ -247,3 +247,11 @@ def test_operator_tools_lease_identities_of_their_own(pki: FleetPKI) -> None:
             pass
     with pki.lease_operator(pool=3) as again:
         assert again == "operator-2"  # released at the end of the block
+
+
+def test_cloud_identities_are_leased_one_per_holder(pki: FleetPKI) -> None:
+    # Sandbox clouds of several pytest workers on one broker: each its own certificate (client id = CN).
+    with pki.lease_cloud(pool=2) as first, pki.lease_cloud(pool=2) as second:
+        assert (first, second) == ("cloud", "cloud-2")
+        with pytest.raises(PKIStateError, match="in use"), pki.lease_cloud(pool=2):
+            pass
