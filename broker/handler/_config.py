@@ -27,6 +27,11 @@ class HandlerConfig(BaseModel):
     #: connection state, and gets the retained ones, which a shared subscription never delivers).
     shared_subscriptions: bool = False
     share_group: str = Field(default="cloud", min_length=1, max_length=64)
+    #: Take app requests over MQTT (`app/+/request`). On a broker without shared subscriptions (the NATS
+    #: cluster) every cloud process would receive and answer every request — an S-PIN checked twice counts two
+    #: failures — so there exactly one process takes them and the others run with False (the HTTP app API, if
+    #: served, still answers: an HTTP request reaches one process).
+    mqtt_apps: bool = True
     protocol: Literal["5", "3.1.1"] = "5"
     keepalive_s: int = Field(default=30, ge=5, le=3600)
     connect_timeout_s: float = Field(default=10.0, gt=0)

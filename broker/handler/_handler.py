@@ -185,7 +185,8 @@ class CloudHandler:
 
         subs = [Subscription(shared(t.all_tcu(kind))) for kind in _CAR_KINDS]
         subs.append(Subscription(t.all_tcu(TopicKind.CONNECTION)))  # never shared: see HandlerConfig
-        subs.append(Subscription(shared(t.all_app_requests())))
+        if cfg.mqtt_apps:
+            subs.append(Subscription(shared(t.all_app_requests())))
         return subs
 
     # -- lifecycle -------------------------------------------------------------------------------------------

@@ -143,6 +143,9 @@ def _when(ts: float) -> str:
                    "used (the broker forces the client id to the certificate's CN).")
 @click.option("--shared-subscriptions/--no-shared-subscriptions", default=False, show_default=True,
               help="MQTT 5 shared subscriptions ($share/cloud/...), to run several cloud processes.")
+@click.option("--mqtt-apps/--no-mqtt-apps", default=True, show_default=True,
+              help="Answer app requests over MQTT. On a broker without shared subscriptions (NATS) give exactly "
+                   "one cloud process --mqtt-apps, or each request is answered by all (docs/scale-out.md).")
 @click.option("--mqtt-version", type=click.Choice(["5", "3.1.1"]), default="5", show_default=True)
 @click.option("--topic-prefix", default=None, help="Topic prefix (default: the fleet's, from the manifest).")
 @click.option("--time-scale", type=click.FloatRange(min=0.001), default=1.0, show_default=True,
@@ -168,6 +171,7 @@ def run_command(
     mqtt_password: str | None,
     client_id: str,
     shared_subscriptions: bool,
+    mqtt_apps: bool,
     mqtt_version: str,
     topic_prefix: str | None,
     time_scale: float,
@@ -196,6 +200,7 @@ def run_command(
             topic_prefix=manifest_prefix if topic_prefix is None else topic_prefix,
             client_id=client_id,
             shared_subscriptions=shared_subscriptions,
+            mqtt_apps=mqtt_apps,
             protocol="5" if mqtt_version == "5" else "3.1.1",
             session_expiry_s=session_expiry,
             verify_processes=verify_processes,

@@ -2,7 +2,8 @@
 `tcu-sim cloud run` processes on two nodes of the NATS cluster (MQTT 3.1.1, so no `$share/...`) and one
 PostgreSQL registry. Every process receives every car message; the registry's seq claims (the per-car windows,
 claimed in the transaction that applies the status) let exactly one of them apply each status, and the other
-refuses it as a duplicate.
+refuses it as a duplicate. App requests over MQTT are taken by one process only (`--no-mqtt-apps` on the
+others): otherwise each would answer each request, and an S-PIN checked by both would count twice.
 
 PostgreSQL: a scratch database (`tcusim_nway_<random>`) on `TCU_SIM_TEST_POSTGRES` (default
 postgres@127.0.0.1:5432, database `test` for CREATE/DROP DATABASE); unreachable: skipped locally, failed under CI.
@@ -24,13 +25,18 @@ from dataclasses import dataclass, field
 import asyncpg
 import httpx
 import pytest
-from conftest import ClusterFleet
+from conftest import APP, ClusterFleet
 from prometheus_client.parser import text_string_to_metric_families
 
+from broker.cloud import PasswordHasher, ServerSecret
 from broker.handler import seq_stream
 from broker.registry import open_registry
+from broker.runtime import open_services
+from tcu_sim.app import AppClient, SpinIncorrect, SpinLocked
 from tcu_sim.bench._p3 import status_body
+from tcu_sim.cli.cloud import load_server_secret, vehicle_records
 from tcu_sim.clock import SystemClock
+from tcu_sim.onboard import verification_code
 from tcu_sim.protocol import CLOUD, MessageType, Signer, TopicKind, Topics
 
 pytestmark = [pytest.mark.cluster, pytest.mark.postgres, pytest.mark.timeout(150)]
@@ -85,11 +91,14 @@ class _Cloud:
 
 
 @contextlib.asynccontextmanager
-async def _cloud_run(fleet: ClusterFleet, node: int, client_id: str, dsn: str) -> AsyncIterator[_Cloud]:
+async def _cloud_run(
+    fleet: ClusterFleet, node: int, client_id: str, dsn: str, *, mqtt_apps: bool = True
+) -> AsyncIterator[_Cloud]:
     """`tcu-sim cloud run` on node `node` as `client_id` (MQTT 3.1.1, no shared subscriptions), connected."""
     process = await asyncio.create_subprocess_exec(
         *TCU_SIM, "--log-json", "cloud", "run", "--broker", fleet.cluster.urls[node], "--state",
         str(fleet.state.root), "--db", dsn, "--client-id", client_id, "--mqtt-version", "3.1.1", "--metrics", "0",
+        "--mqtt-apps" if mqtt_apps else "--no-mqtt-apps",
         stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE, stdin=asyncio.subprocess.DEVNULL,
     )
     cloud = _Cloud(process)
@@ -163,3 +172,38 @@ async def test_two_cloud_processes_without_shared_subscriptions_apply_each_statu
     # Both processes received every status; between them each was applied exactly once.
     assert received == [total, total], received
     assert sum(applied) == total, applied
+
+
+async def test_the_s_pin_lockout_is_exact_with_one_process_taking_mqtt_apps(cluster_fleet: ClusterFleet) -> None:
+    state, cluster, vin = cluster_fleet.state, cluster_fleet.cluster, cluster_fleet.vins[0]
+    email, password, spin = "nway@example.com", "N-way-Passw0rd-quux", "2580"
+    vehicles, _ = vehicle_records(state.root)
+    secret = ServerSecret(load_server_secret(state.cloud_dir / "server.secret"))
+    async with _scratch_database() as dsn:
+        # The user and the enrolment are seeded through the cloud's services on the shared registry.
+        async with open_services(
+            dsn, clock=SystemClock(), secret=secret, vehicles=vehicles, passwords=PasswordHasher.for_tests()
+        ) as services:
+            await services.accounts.register(email, password, spin)
+            code = verification_code(m.body for m in await services.accounts.mailbox_for(email))
+            assert code is not None
+            await services.accounts.verify_email(code)
+            token = (await services.accounts.login(email, password)).token
+            await services.garage.add_vehicle(token, vin, True)
+            await services.garage.complete_by_tkov(vin, email)
+        async with (
+            _cloud_run(cluster_fleet, 0, "cloud", dsn) as one,
+            _cloud_run(cluster_fleet, 1, "cloud-2", dsn, mqtt_apps=False) as two,
+            AppClient(cluster.host, cluster.mqtt_ports[2], APP, tls_context=cluster.ssl_context(APP)) as app,
+        ):
+            await app.login(email, password)
+            with pytest.raises(SpinIncorrect) as first:
+                await app.command(vin, "lock", spin="9753")
+            with pytest.raises(SpinIncorrect) as second:
+                await app.command(vin, "lock", spin="9753")
+            with pytest.raises(SpinLocked):
+                await app.command(vin, "lock", spin="9753")
+            requests = [await c.counter("tcu_sim_cloud_app_requests_total", op="command") for c in (one, two)]
+    # One failure counted per wrong S-PIN: the request reached one process only.
+    assert (first.value.remaining_tries, second.value.remaining_tries) == (2, 1)
+    assert requests == [3, 0], requests
