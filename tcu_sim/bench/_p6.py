@@ -22,7 +22,7 @@ import json
 import re
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -35,7 +35,7 @@ from tcu_sim.bench._procs import BenchProcessError, ChildProcess, tcu_sim_comman
 from tcu_sim.clock import SystemClock
 from tcu_sim.fleet import StateDir, expand_fleet, parse_fleet, provision
 
-__all__ = ["P6Report", "run_p6"]
+__all__ = ["P6Report", "failover", "run_p6"]
 
 SHARDS = 3
 _ONLINE = r"online (\d+)/(\d+)"
@@ -117,14 +117,15 @@ async def _all_online(shards: list[ChildProcess], sizes: list[int], timeout: flo
     return last - since
 
 
-async def _failover(
-    cluster: NatsCluster, node: int, shards: list[ChildProcess], sizes: list[int], report: P6Report, timeout: float
+async def failover(
+    kill: Callable[[], Awaitable[None]], node: int, shards: list[ChildProcess], sizes: list[int], report: P6Report,
+    timeout: float,
 ) -> None:
-    """Kill `node` and time until every car is online again (see the module doc); fills the failover figures,
-    or `stopped_by` with how many cars came back when they did not within `timeout`."""
+    """`kill()` node `node` and time until every car is online again (see the module doc); fills the failover
+    figures, or `stopped_by` (with how many cars came back) when they were not all back within `timeout`."""
     before = [shard.events["disconnected"] for shard in shards]
     killed_at = time.monotonic()
-    await cluster.kill_node(node)
+    await kill()
     # The shard whose first node this was loses all its cars (the others only hold it as a failover target).
     try:
         await shards[node].wait_for_event("disconnected", before[node] + sizes[node], timeout)
@@ -202,7 +203,7 @@ async def run_p6(
             report.fleet_rss_kib_per_car = fleet_rss / 1024 / cars
             report.broker_rss_kib_per_car = broker_rss / 1024 / cars
             progress("killing node n1 (failover)")
-            await _failover(cluster, 1, shards, sizes, report, failover_timeout_s)
+            await failover(lambda: cluster.kill_node(1), 1, shards, sizes, report, failover_timeout_s)
             if report.stopped_by is None:
                 progress(f"all {report.failover_cars_back:,} cars back after {report.failover_s:.1f} s")
     return report
