@@ -21,6 +21,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import sys
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -32,6 +33,7 @@ import click
 from tcu_sim.app import (
     AppClient,
     AppRequestError,
+    AppTimeout,
     AppTransportError,
     AuthenticationRequired,
     CommandInfo,
@@ -146,13 +148,19 @@ class _Unreachable(click.ClickException):
 
 
 def _explain(exc: AppRequestError) -> str:
+    """The cloud's code and message, the figure it carries when the message does not say it already, and what to
+    do next."""
     text = f"{exc.code.value}: {exc.message}"
     if isinstance(exc, SpinIncorrect):
-        text += f" (remaining tries: {exc.remaining_tries})"
+        if str(exc.remaining_tries) not in exc.message:
+            text += f" ({exc.remaining_tries} tries left)"
+        text += " — check the S-PIN (a fleet-file user's is its `spin`); after the last try it locks"
     elif isinstance(exc, SpinLocked):
-        text += f" (locked for {exc.locked_seconds} s)"
+        if str(exc.locked_seconds) not in exc.message:
+            text += f" (locked for {exc.locked_seconds} s)"
+        text += f" — wait {exc.locked_seconds} s, then try again"
     elif isinstance(exc, RateLimited):
-        text += f" (retry after {exc.retry_after_s:g} s)"
+        text += f" — retry after {exc.retry_after_s:g} s"
     elif isinstance(exc, AuthenticationRequired):
         text += " — log in with: tcu-sim app login EMAIL"
     return text
@@ -213,8 +221,21 @@ def app(
 
 
 def _secret(name: str, prompt: str, *, confirm: bool = False) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
-    return click.option(f"--{name}", prompt=prompt, hide_input=True, confirmation_prompt=confirm,
-                        help=f"{prompt} (asked for when not given; never echoed).")
+    def ask(ctx: click.Context, param: click.Parameter, value: str | None) -> str:
+        if value is not None:
+            return value
+        if not sys.stdin.isatty():
+            # Piped (a script): one line per secret, no confirmation and no getpass (which warns off a terminal).
+            line = sys.stdin.readline()
+            if not line:
+                raise click.UsageError(f"no {prompt} on standard input: pipe one line per secret, or give --{name}")
+            return line.rstrip("\r\n")
+        answer: str = click.prompt(prompt, hide_input=True, confirmation_prompt=confirm)
+        return answer
+
+    return click.option(f"--{name}", default=None, callback=ask, expose_value=True,
+                        help=f"{prompt} (asked for when not given, never echoed; piped: read as one line of "
+                             "standard input).")
 
 
 # -- account ---------------------------------------------------------------------------------------------------
@@ -329,14 +350,20 @@ def remove_vehicle_command(vin: str) -> None:
 
 
 @app.command("vehicles")
-def vehicles_command() -> None:
+@click.option("--json", "as_json", is_flag=True, help="Print the garage as JSON.")
+def vehicles_command(as_json: bool) -> None:
     """Your garage."""
     vehicles = _run(lambda c: c.list_vehicles())
+    if as_json:
+        click.echo(json.dumps(vehicles, indent=2, sort_keys=True))
+        return
+    if not vehicles:
+        click.echo("(your garage is empty: add a car with `tcu-sim app add-vehicle VIN`)")
+        return
+    click.echo(f"{'VIN':<17}  {'model':<10} {'equipment':<13} {'role':<9} state")
     for v in vehicles:
         click.echo(f"{v.get('vin')}  {v.get('model', ''):<10} {v.get('equipment', ''):<13} "
                    f"{v.get('role', ''):<9} {v.get('state', '')}")
-    if not vehicles:
-        click.echo("(your garage is empty)")
 
 
 @app.command("status")
@@ -358,10 +385,23 @@ def status_command(vin: str, as_json: bool) -> None:
         heater = status.get("aux_heating", {})
         position = status.get("parking_position")
         where = f"{position['lat']:.5f}, {position['lon']:.5f}" if position else "-"
-        click.echo(f"  locked {status.get('locked')}, ignition {status.get('ignition')}, moving {status.get('moving')}")
+        locked = {True: "locked", False: "unlocked"}.get(status.get("locked") is True, "lock state unknown")
+        if status.get("locked") is None:
+            locked = "lock state unknown"
+        click.echo(f"  {locked}, ignition {status.get('ignition')}, moving {status.get('moving')}")
+        click.echo(f"  doors: {_opened(status.get('doors'), lambda d: isinstance(d, dict) and d.get('open') is True)}; "
+                   f"windows: {_opened(status.get('windows'), lambda w: w == 'open')}")
         click.echo(f"  heater {heater.get('state')} ({heater.get('remaining_min')} min left), parked at {where}")
         click.echo(f"  fuel {status.get('fuel_level_pct')} %, range {status.get('range_km')} km, "
                    f"12 V battery {status.get('battery_12v_v')} V, odometer {status.get('odometer_km')} km")
+
+
+def _opened(parts: object, is_open: Callable[[Any], bool]) -> str:
+    """`all closed`, or `open: front_left, trunk` (doors or windows of a status; `-` when it has none)."""
+    if not isinstance(parts, dict) or not parts:
+        return "-"
+    opened = [name for name, state in parts.items() if is_open(state)]
+    return f"open: {', '.join(opened)}" if opened else "all closed"
 
 
 @app.command("invite")
@@ -384,7 +424,8 @@ def remove_secondary_command(vin: str, email: str) -> None:
 
 # -- commands --------------------------------------------------------------------------------------------------
 def _command_options(f: Callable[..., Any]) -> Callable[..., Any]:
-    f = click.option("--wait/--no-wait", default=True, show_default=True, help="Wait for the car's answer.")(f)
+    f = click.option("--wait/--no-wait", default=True, show_default=True,
+                     help="Wait for the car's answer (--no-wait: return once the cloud took the command).")(f)
     f = click.option("--wait-timeout", type=click.FloatRange(min=0.1), default=90.0, show_default=True,
                      help="Seconds to wait for the final state.")(f)
     return f
@@ -397,8 +438,16 @@ def _send(vin: str, op: CommandOp, params: dict[str, Any], spin: str | None, wai
         command_id = await client.command(vin, op, params, spin)
         click.echo(f"{op.value} {vin}: command {command_id} sent")
         if not wait:
+            click.echo(f"not waiting (--no-wait); follow it with: tcu-sim app command-status {command_id}", err=True)
             return command_id
-        state = await client.wait_command(command_id, timeout=wait_timeout)
+        click.echo(await _waiting_for(client, vin, command_id, wait_timeout), err=True)
+        try:
+            state = await client.wait_command(command_id, timeout=wait_timeout)
+        except AppTimeout:
+            raise _Unreachable(
+                f"command {command_id} not finished within {wait_timeout:g} s; it may still run: "
+                f"tcu-sim app command-status {command_id}"
+            ) from None
         info = client.known_state(command_id)
         return info if info is not None else CommandInfo(command_id=command_id, state=state)
 
@@ -409,6 +458,21 @@ def _send(vin: str, op: CommandOp, params: dict[str, Any], spin: str | None, wai
     if outcome.state is not CommandState.SUCCEEDED:
         raise _Refused(f"command {outcome.command_id} {outcome.state.value}{reason}")
     click.echo(f"command {outcome.command_id} succeeded")
+
+
+async def _waiting_for(client: AppClient, vin: str, command_id: str, wait_timeout: float) -> str:
+    """What the command now waits for, in one line: the car's answer, or an offline car coming back."""
+    info = await client.command_status(command_id)
+    if info.state.is_final:
+        return f"command {command_id} {info.state.value}"
+    budget = wait_timeout
+    if info.expires_at is not None and info.created_at is not None:
+        budget = min(budget, max(0.0, info.expires_at - info.created_at))  # the command's time to live
+    status = await client.vehicle_status(vin)
+    if status.get("online") is False:
+        return (f"car offline — waiting up to {budget:.0f} s for it to come back (the command waits for it in the "
+                f"car's session; --no-wait returns at once)")
+    return f"waiting up to {budget:.0f} s for the car's answer"
 
 
 def _spin_command(name: str, op: CommandOp, doc: str) -> None:

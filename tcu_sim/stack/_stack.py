@@ -125,6 +125,10 @@ class CarRow:
     position: str
     last_command: str
     faults: str
+    doors: tuple[str, ...] = ()
+    """The open doors (and trunk, hood), by name."""
+    windows: tuple[str, ...] = ()
+    """The open windows, by name."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -182,6 +186,9 @@ class LocalStack:
         self._group: asyncio.TaskGroup | None = None
         self._tasks: set[asyncio.Task[None]] = set()
         self._listeners: list[Callable[[StackEvent], None]] = []
+        self._change_listeners: list[Callable[[], None]] = []
+        #: Each car's connection as the fleet last reported it (a command delivered to an offline car is queued).
+        self._car_online: dict[str, bool] = {}
         self._emails: dict[str, str] = {}
         self._started_at = 0.0
         self._running = False
@@ -400,6 +407,12 @@ class LocalStack:
         self._listeners.append(listener)
         return lambda: self._listeners.remove(listener)
 
+    def on_change(self, listener: Callable[[], None]) -> Callable[[], None]:
+        """Call `listener()` after every event the stack reads (a command step, a car online or offline, an
+        operator's action, ...): the live view redraws then, not on a timer. Returns the unsubscribe function."""
+        self._change_listeners.append(listener)
+        return lambda: self._change_listeners.remove(listener)
+
     def _emit(self, text: str) -> None:
         event = StackEvent(time.time(), text)
         self.recent.append(event)
@@ -412,7 +425,8 @@ class LocalStack:
         """Read the event stream: command steps into the `CommandLog`; a car going offline or coming back (as the
         car saw it), the cloud losing or regaining the broker, an app request refused, an operator's action a car
         refused, a speed or area alert that fired, a roadside case opened, as `StackEvent`s."""
-        online = {vin: s.online for vin, s in self.fleet.sessions.items()}
+        online = self._car_online
+        online.update({vin: s.online for vin, s in self.fleet.sessions.items()})
         cloud_up = self.cloud.link.connected
         async for event in watched:
             try:
@@ -440,6 +454,8 @@ class LocalStack:
                     self._emit(f"car {event.vin} breakdown call: roadside assistance {opened}")
             except Exception:  # the view must never stop following
                 log.exception("stack.event_failed", event=type(event).__name__)
+            for listener in list(self._change_listeners):
+                listener()
 
     async def _command_step(self, event: CommandChanged) -> None:
         if event.state == CommandState.QUEUED.value:
@@ -447,6 +463,7 @@ class LocalStack:
         await self.commands.record(
             command_id=event.command_id, vin=event.vin, op=event.op, user=await self._email(event.user_id),
             state=CommandState(event.state), created_at=event.created_at, at=event.at, reason=event.reason,
+            car_online=self._car_online.get(event.vin, True),
         )
 
     async def _email(self, user_id: str) -> str:
@@ -483,6 +500,8 @@ class LocalStack:
                     position="driving" if vehicle.moving else f"{vehicle.position[0]:.5f}, {vehicle.position[1]:.5f}",
                     last_command=_last(last.op, last.state.value, last.reason) if last else "",
                     faults=_faults(runner, session),
+                    doors=tuple(d.value for d in vehicle.open_doors),
+                    windows=tuple(w.value for w in vehicle.open_windows),
                 )
             )
         counts: dict[str, int] = {}

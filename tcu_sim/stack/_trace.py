@@ -2,7 +2,10 @@
 
 The cloud reports every step of a command (`delivered` when the broker took it for the car, `in_progress`
 when the car accepted it, then the final state); `CommandLog` keeps the recent ones and tells listeners about
-each step. Nothing here holds a secret: a command carries no S-PIN once the cloud has checked it.
+each step. A delivery while the car is offline (the stack knows from the fleet's connection events) is only the
+broker queueing it in the car's session: the line says "queued for the offline car", and "received by the car"
+when the car took it (`in_progress`). Nothing here holds a secret: a command carries no S-PIN once the cloud has
+checked it.
 """
 
 from __future__ import annotations
@@ -25,6 +28,16 @@ class CommandStep:
 
     state: CommandState
     after_s: float
+    car_online: bool = True
+    """Whether the car was online at this step (a `delivered` to an offline car is only queued by the broker)."""
+
+    def text(self) -> str:
+        """`delivered 3 ms`, `queued for the offline car 3 ms`, `received by the car 29.1 s`."""
+        if self.state is CommandState.DELIVERED and not self.car_online:
+            return f"queued for the offline car {_ms(self.after_s)}"
+        if self.state is CommandState.IN_PROGRESS:
+            return f"received by the car {_ms(self.after_s)}"
+        return f"{self.state.value} {_ms(self.after_s)}"
 
 
 @dataclass(slots=True)
@@ -49,9 +62,16 @@ class CommandTrace:
         """True once the command reached a final state (it never changes again)."""
         return self.state.is_final
 
+    @property
+    def queued_offline(self) -> bool:
+        """True while the command waits in the broker for its offline car."""
+        last = self.steps[-1] if self.steps else None
+        return last is not None and last.state is CommandState.DELIVERED and not last.car_online
+
     def line(self) -> str:
-        """One line: `lock VSS... by demo@...: app → cloud → car (delivered 3 ms, in_progress 9 ms) → succeeded`."""
-        steps = ", ".join(f"{s.state.value} {_ms(s.after_s)}" for s in self.steps if not s.state.is_final)
+        """One line: `lock VSS... by demo@...: app → cloud → car (delivered 3 ms, received by the car 9 ms) →
+        succeeded after 20 ms`; `(queued for the offline car 2 ms, received by the car 29.1 s)` for an offline car."""
+        steps = ", ".join(s.text() for s in self.steps if not s.state.is_final)
         reason = f" ({self.reason})" if self.reason else ""
         path = f"app → cloud → car ({steps})" if steps else "app → cloud"
         outcome = f"{self.state.value}{reason} after {_ms(self.steps[-1].after_s)}" if self.final else "…"
@@ -103,6 +123,7 @@ class CommandLog:
         created_at: float,
         at: float,
         reason: str | None,
+        car_online: bool = True,
     ) -> CommandTrace:
         """Note one step of a command (steps of a command already final are ignored)."""
         trace = self._traces.get(command_id)
@@ -113,7 +134,7 @@ class CommandLog:
                 self._traces.popitem(last=False)
         if trace.final:
             return trace
-        trace.steps.append(CommandStep(state, max(0.0, at - created_at)))
+        trace.steps.append(CommandStep(state, max(0.0, at - created_at), car_online))
         trace.reason = reason
         self.steps_seen += 1
         for listener in list(self._listeners):

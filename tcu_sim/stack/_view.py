@@ -1,9 +1,12 @@
 """What `tcu-sim up` shows: a live table on a terminal (rich), plain lines otherwise, and the login instructions.
 
 - `render(snapshot, ...)` turns a `StackSnapshot` into the live view: a header (broker, cloud, fleet, counts),
-  one row per car (online, locked, heater, position, last command, faults) and the latest commands. Pure.
-- `LiveView` redraws it a few times a second and prints a line above it for every command that finished
-  (app → cloud → car → result) and every change (a car offline, the cloud reconnecting).
+  one row per car (online, locked/unlocked, open doors and windows, heater, position, last command, faults) and
+  the latest commands. Pure; narrower than 120 columns it drops the model and users columns, under 100 position
+  and heater too (80 columns stay readable).
+- `LiveView` redraws it whenever the stack reads an event (and once a second) and prints a line above it for
+  every command that finished or was queued for an offline car (app → cloud → car → result) and every change
+  (a car offline, the cloud reconnecting).
 - `PlainView` prints the same lines, plus a summary when the counts change, for a log file or CI.
 - `login_instructions(...)` says how a second terminal logs in as the demo user and locks a car.
 """
@@ -27,9 +30,11 @@ from rich.text import Text
 from tcu_sim.stack._stack import LocalStack, StackEvent, StackSnapshot
 from tcu_sim.stack._trace import CommandTrace
 
-__all__ = ["LiveView", "LoginHelp", "PlainView", "login_instructions", "render", "summary_line"]
+__all__ = ["LiveView", "LoginHelp", "PlainView", "login_instructions", "open_parts", "render", "summary_line"]
 
-_REFRESH_S = 0.25  # real seconds between redraws
+_TICK_S = 1.0  # real seconds between redraws when no event arrives
+_MIN_REDRAW_S = 0.05  # at most 20 redraws a second, however many events arrive
+_PLAIN_EVERY_S = 1.0  # real seconds between looks at the counts of the plain view
 _COMMAND_LINES = 6
 _OVERHEAD_LINES = 10 + 5 + 2 + _COMMAND_LINES  # header panel, table head and borders, command panel
 
@@ -52,8 +57,24 @@ def summary_line(snapshot: StackSnapshot) -> str:
     )
 
 
-def render(snapshot: StackSnapshot, *, height: int | None = None, hint: str | None = None) -> RenderableType:
-    """The live view of `snapshot`; with `height`, the car table is cut to fit that many terminal lines."""
+_SHORT = {"front_left": "FL", "front_right": "FR", "rear_left": "RL", "rear_right": "RR"}
+
+
+def open_parts(doors: Sequence[str], windows: Sequence[str]) -> Text:
+    """The doors and windows at a glance: `shut`, or the open ones (`FL trunk · win RR`)."""
+    if not doors and not windows:
+        return Text("shut", style="dim")
+    parts = [" ".join(_SHORT.get(d, d) for d in doors)] if doors else []
+    if windows:
+        parts.append("win " + " ".join(_SHORT.get(w, w) for w in windows))
+    return Text(" · ".join(parts), style="bold yellow")
+
+
+def render(
+    snapshot: StackSnapshot, *, height: int | None = None, width: int | None = None, hint: str | None = None
+) -> RenderableType:
+    """The live view of `snapshot`; with `height`, the car table is cut to fit that many terminal lines; with
+    `width` under 120 columns the model and users columns go, under 100 position and heater too."""
     head = Table.grid(padding=(0, 1))
     head.add_column(style="bold")
     head.add_column()
@@ -70,35 +91,44 @@ def render(snapshot: StackSnapshot, *, height: int | None = None, hint: str | No
     if hint:
         head.add_row("try", hint)
 
+    narrow = width is not None and width < 120
     table = Table(expand=True, pad_edge=False, header_style="bold")
     # One line per car whatever the width (a cut cell ends in "…"), so the table fits the height it is given;
     # VIN, state and position keep their width, the free-text columns share what is left.
     columns: tuple[tuple[str, JustifyMethod, int, int | None], ...] = (
         ("VIN", "left", 17, None), ("model", "left", 6, 2), ("users", "left", 5, 2), ("online", "center", 6, None),
-        ("locked", "center", 6, None), ("heater", "left", 6, None), ("position", "left", 18, None),
-        ("last command", "left", 8, 3), ("faults", "left", 6, 3),
+        ("lock", "left", 8, None), ("open", "left", 4, None), ("heater", "left", 6, None),
+        ("position", "left", 18, None), ("last command", "left", 8, 3), ("faults", "left", 6, 3),
     )
+    dropped = {"model", "users"} if narrow else set()
+    if width is not None and width < 100:
+        dropped |= {"position", "heater"}  # the header counts the heaters on
     for name, justify, min_width, ratio in columns:
-        table.add_column(name, overflow="ellipsis", no_wrap=True, justify=justify, min_width=min_width, ratio=ratio)
+        if name not in dropped:
+            table.add_column(name, overflow="ellipsis", no_wrap=True, justify=justify, min_width=min_width,
+                             ratio=ratio)
     rows = snapshot.cars
     if height is not None:
-        room = max(3, height - _OVERHEAD_LINES)
+        room = max(3, height - _OVERHEAD_LINES - (_COMMAND_LINES if narrow else 0))  # command lines wrap when narrow
         if len(rows) > room:
-            # Show the cars with something to see first: offline or faulty, then the rest in fleet order.
-            rows = tuple(sorted(rows, key=lambda c: (c.online and not c.faults)))[: room - 1]
+            # Show the cars with something to see first: offline, faulty or open, then the rest in fleet order.
+            rows = tuple(sorted(rows, key=lambda c: c.online and not c.faults and not c.doors))[: room - 1]
             table.caption = f"… and {len(snapshot.cars) - len(rows)} more cars"
     for car in rows:
-        table.add_row(
-            car.vin,
-            car.model,
-            car.users,
-            Text("●", style="green") if car.online else Text("○ off", style="red"),
-            "🔒" if car.locked else Text("open", style="yellow"),
-            car.heater if car.heater == "off" else Text(car.heater, style="magenta"),
-            car.position,
-            car.last_command,
-            Text(car.faults, style="red") if car.faults else "",
-        )
+        cells: dict[str, RenderableType] = {
+            "VIN": car.vin,
+            "model": car.model,
+            "users": car.users,
+            "online": Text("● on", style="green") if car.online else Text("○ off", style="red"),
+            # Words, not a padlock and "open": an unlocked car is not a car with an open door.
+            "lock": Text("locked", style="green") if car.locked else Text("unlocked", style="bold yellow"),
+            "open": open_parts(car.doors, car.windows),
+            "heater": car.heater if car.heater == "off" else Text(car.heater, style="magenta"),
+            "position": car.position,
+            "last command": car.last_command,
+            "faults": Text(car.faults, style="red") if car.faults else "",
+        }
+        table.add_row(*(cell for name, cell in cells.items() if name not in dropped))
     commands = Text("\n".join(snapshot.commands[-_COMMAND_LINES:]) or "(no app command yet)")
     return Group(
         Panel(head, title=f"tcu-sim up · {snapshot.fleet}", title_align="left"),
@@ -138,7 +168,7 @@ def login_instructions(help_: LoginHelp) -> list[str]:
         f"  {p} app vehicles",
         f"  {p} app lock {vin}      # S-PIN: {spin}",
         f"  {p} app status {vin}",
-        f"  {p} app heater start {vin} --duration 20",
+        f"  {p} app heater start {vin} --duration 20      # S-PIN too",
     ]
     if len(help_.vins) > 1:
         lines.append(f"  ({help_.email}'s cars: {', '.join(help_.vins)})")
@@ -149,29 +179,44 @@ def login_instructions(help_: LoginHelp) -> list[str]:
 class LiveView:
     """The rich live view of a running stack, until cancelled."""
 
-    def __init__(self, stack: LocalStack, console: Console, *, hint: str | None = None) -> None:
+    def __init__(
+        self, stack: LocalStack, console: Console, *, hint: str | None = None, tick_s: float = _TICK_S
+    ) -> None:
         self.stack = stack
         self.console = console
         self.hint = hint
+        self.tick_s = tick_s
+        """Seconds between redraws when nothing happens (the uptime and heater minutes move anyway)."""
 
     def _renderable(self) -> RenderableType:
-        return render(self.stack.snapshot(commands=_COMMAND_LINES), height=self.console.size.height, hint=self.hint)
+        size = self.console.size
+        return render(self.stack.snapshot(commands=_COMMAND_LINES), height=size.height, width=size.width,
+                      hint=self.hint)
 
     async def run(self) -> None:
-        """Redraw until cancelled; print a line above the table for each finished command and each change."""
+        """Redraw whenever the stack reads an event (at most every `_MIN_REDRAW_S`, so a burst costs one redraw)
+        and every `tick_s` otherwise; print a line above the table for each finished command, each command
+        queued for an offline car, and each change."""
+        changed = asyncio.Event()
         with Live(self._renderable(), console=self.console, auto_refresh=False, transient=False) as live:
 
             def on_command(trace: CommandTrace) -> None:
-                if trace.final:
+                if trace.final or trace.queued_offline:
                     live.console.print(Text(f"{_clock()} {trace.line()}"))
+                changed.set()
 
             def on_event(event: StackEvent) -> None:
                 live.console.print(Text(f"{_clock(event.at)} {event.text}", style="dim"))
+                changed.set()
 
-            with _subscribed(self.stack, on_command, on_event):
+            with _subscribed(self.stack, on_command, on_event), _changes(self.stack, changed.set):
                 while True:
+                    with contextlib.suppress(TimeoutError):
+                        async with asyncio.timeout(self.tick_s):
+                            await changed.wait()
+                    changed.clear()
                     live.update(self._renderable(), refresh=True)
-                    await asyncio.sleep(_REFRESH_S)
+                    await asyncio.sleep(_MIN_REDRAW_S)  # events of the next few ms are drawn together
 
 
 class PlainView:
@@ -189,7 +234,7 @@ class PlainView:
         """Print until cancelled."""
 
         def on_command(trace: CommandTrace) -> None:
-            if trace.final:
+            if trace.final or trace.queued_offline:
                 self._print(f"{_clock()} command: {trace.line()}")
 
         def on_event(event: StackEvent) -> None:
@@ -203,11 +248,20 @@ class PlainView:
                 if summary != last_summary or now - last_at >= self.every_s:
                     self._print(f"{_clock()} {summary}")
                     last_summary, last_at = summary, now
-                await asyncio.sleep(_REFRESH_S * 4)
+                await asyncio.sleep(_PLAIN_EVERY_S)
 
 
 def _clock(at: float | None = None) -> str:
     return datetime.fromtimestamp(time.time() if at is None else at).strftime("%H:%M:%S")
+
+
+@contextlib.contextmanager
+def _changes(stack: LocalStack, listener: Callable[[], None]) -> Iterator[None]:
+    unsubscribe = stack.on_change(listener)
+    try:
+        yield
+    finally:
+        unsubscribe()
 
 
 @contextlib.contextmanager

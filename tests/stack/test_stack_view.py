@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import io
 import json
+import re
 import stat
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -14,6 +18,7 @@ from tcu_sim.protocol import CommandState
 from tcu_sim.stack import (
     CarRow,
     CommandLog,
+    LiveView,
     LoginHelp,
     StackError,
     StackSnapshot,
@@ -77,6 +82,35 @@ def test_a_short_terminal_shows_the_cars_with_problems_first() -> None:
     assert text.count("VSSZZZKH0RN7960") < 30
 
 
+def test_doors_windows_and_locks_at_a_glance_at_80_columns() -> None:
+    cars = (
+        _row(VIN, locked=False, doors=("front_left", "trunk"), windows=("rear_right",),
+             faults="held offline: operator", last_command="unlock succeeded"),
+        _row(OTHER),
+    )
+    text = _text(render(_snapshot(cars), width=80, height=40), width=80)
+    assert max(len(line) for line in text.splitlines()) <= 80
+    rows = {vin: line for line in text.splitlines() for vin in (VIN, OTHER) if vin in line}
+    assert "unlocked" in rows[VIN]
+    assert "FL trunk · win RR" in rows[VIN]  # the open door and window, not hidden behind a "locked" column
+    assert " locked " in rows[OTHER]
+    assert "shut" in rows[OTHER]
+    assert "open" not in rows[OTHER]  # an unlocked or locked car never reads "open" unless something is
+    assert "41.39419" not in text  # position is the column that goes at 80 columns; VIN, lock, doors stay
+    wide = _text(render(_snapshot(cars), width=200), width=200)
+    assert "41.39419" in wide
+    assert "leon/media_system" in wide
+
+
+def test_ten_thousand_cars_fit_a_terminal() -> None:
+    cars = tuple(_row(f"VSSZZZKH0RN{i:06d}") for i in range(10_000))
+    cars = (*cars[:5000], _row(OTHER, doors=("hood",)), *cars[5000:])
+    text = _text(render(_snapshot(cars), width=80, height=40), width=80)
+    assert len(text.splitlines()) <= 40 + 6  # the table is cut to the height (wrapped command lines aside)
+    assert OTHER in text  # a car with something open comes first
+    assert "… and 9991 more cars" in text  # 10 rows fit: 40 lines less the header, table frame and commands
+
+
 def test_the_summary_counts() -> None:
     cars = (_row(VIN, heater="ventilation 10 min"), _row(OTHER, locked=False, faults="signal 20%"))
     assert summary_line(_snapshot(cars)) == (
@@ -112,6 +146,69 @@ async def test_a_command_trace_becomes_one_line_and_stays_final() -> None:
         await log.wait_final("cmd-3", 0.01)
 
 
+async def test_a_command_for_an_offline_car_is_queued_not_delivered() -> None:
+    log = CommandLog()
+    lines: list[str] = []
+    log.subscribe(lambda trace: lines.append(trace.line()) if trace.queued_offline or trace.final else None)
+    await log.record(command_id="c", vin=VIN, op="unlock", user="demo@tcu-sim.test", state=CommandState.DELIVERED,
+                     created_at=100.0, at=100.003, reason=None, car_online=False)
+    await log.record(command_id="c", vin=VIN, op="unlock", user="demo@tcu-sim.test",
+                     state=CommandState.IN_PROGRESS, created_at=100.0, at=129.1, reason=None)
+    await log.record(command_id="c", vin=VIN, op="unlock", user="demo@tcu-sim.test", state=CommandState.SUCCEEDED,
+                     created_at=100.0, at=129.2, reason=None)
+    assert lines == [
+        f"unlock {VIN} by demo@tcu-sim.test: app → cloud → car (queued for the offline car 3 ms) → …",
+        f"unlock {VIN} by demo@tcu-sim.test: app → cloud → car (queued for the offline car 3 ms, received by the "
+        "car 29.1 s) → succeeded after 29.2 s",
+    ]
+
+
+class _FakeStack:
+    """What `LiveView` reads of a stack: a snapshot and three subscriptions (no broker, no cloud)."""
+
+    def __init__(self, snapshot: StackSnapshot) -> None:
+        self.current = snapshot
+        self.drawn: list[StackSnapshot] = []
+        self.redrawn = asyncio.Event()
+        self.changes: list[Callable[[], None]] = []
+        self.commands = CommandLog()
+
+    def snapshot(self, *, commands: int) -> StackSnapshot:
+        self.drawn.append(self.current)
+        self.redrawn.set()
+        return self.current
+
+    def subscribe(self, listener: object) -> Callable[[], None]:
+        return lambda: None
+
+    def on_change(self, listener: Callable[[], None]) -> Callable[[], None]:
+        self.changes.append(listener)
+        return lambda: self.changes.remove(listener)
+
+
+async def test_the_live_view_redraws_on_an_event_not_on_a_timer() -> None:
+    before = _snapshot((_row(VIN),))
+    fake = _FakeStack(before)
+    console = Console(file=io.StringIO(), width=80, height=30, force_terminal=True, color_system=None)
+    view = LiveView(fake, console, tick_s=3600)  # type: ignore[arg-type]  # the fake has what the view reads
+    task = asyncio.create_task(view.run())
+    try:
+        async with asyncio.timeout(10):
+            while not fake.changes:  # subscribed, first frame drawn
+                fake.redrawn.clear()
+                await fake.redrawn.wait()
+            fake.current = _snapshot((_row(VIN, doors=("front_left",)),))
+            fake.redrawn.clear()
+            for listener in fake.changes:
+                listener()  # what the stack does after each event it reads
+            await fake.redrawn.wait()  # an hour-long tick: only the event can have caused this
+        assert fake.drawn[-1] is fake.current
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+
+
 def test_the_login_instructions_name_the_session_the_user_and_a_car() -> None:
     lines = login_instructions(
         LoginHelp(
@@ -125,6 +222,7 @@ def test_the_login_instructions_name_the_session_the_user_and_a_car() -> None:
     assert "tcu-sim app login demo@tcu-sim.test" in text
     assert f"tcu-sim app lock {VIN}" in text
     assert "S-PIN: 4711" in text
+    assert re.search(rf"app heater start {VIN} .*# S-PIN too", text)  # it asks for the S-PIN as lock does
     assert OTHER in text
 
 

@@ -108,16 +108,16 @@ def _dead_pid() -> int:
     return int(done.stdout)
 
 
-async def _app(tmp_path: Path, *args: str) -> tuple[int, str]:
+async def _app(tmp_path: Path, *args: str, stdin: str | None = None) -> tuple[int, str]:
     env = _env(tmp_path)
     env["TCU_SIM_APP_SESSION_PATH"] = str(tmp_path / "state" / "app-session.json")
     env["TCU_SIM_APP_STATE_DIR"] = str(tmp_path / "state")
     proc = await asyncio.create_subprocess_exec(
         *TCU_SIM, "app", *args, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
-        stdin=asyncio.subprocess.DEVNULL, env=env, cwd=REPO,
+        stdin=asyncio.subprocess.DEVNULL if stdin is None else asyncio.subprocess.PIPE, env=env, cwd=REPO,
     )
     async with asyncio.timeout(30):
-        out, _ = await proc.communicate()
+        out, _ = await proc.communicate(None if stdin is None else stdin.encode())
     assert proc.returncode is not None
     return proc.returncode, out.decode()
 
@@ -213,17 +213,56 @@ async def test_a_second_terminal_locks_a_car_while_up_runs(tmp_path: Path) -> No
         await up.wait_for(r"^ready", START)
         vin = (await up.wait_for(r"app lock (VSS[A-HJ-NPR-Z0-9]{14})", 1)).group(1)
 
-        code, out = await _app(tmp_path, "login", email, "--password", password)
+        # The password piped, as a script does: read from stdin, no getpass and so no GetPassWarning.
+        code, out = await _app(tmp_path, "login", email, stdin=password + "\n")
         assert code == 0, out
-        code, out = await _app(tmp_path, "unlock", vin, "--spin", spin)
+        assert "Warning" not in out
+        assert password not in out
+        code, out = await _app(tmp_path, "vehicles")
         assert code == 0, out
+        assert out.splitlines()[0].split() == ["VIN", "model", "equipment", "role", "state"]
+        assert vin in out
+        code, out = await _app(tmp_path, "unlock", vin, stdin=spin + "\n")
+        assert code == 0, out
+        assert "s for the car's answer" in out  # what it waits for, before it waits
         assert re.search(r"command cmd-\S+ succeeded", out), out
-        await up.wait_for(rf"command: unlock {vin} by {re.escape(email)}: app → cloud → car .* → succeeded", 10)
+        await up.wait_for(rf"command: unlock {vin} by {re.escape(email)}: app → cloud → car "
+                          r"\(delivered \d+ ms, received by the car .* → succeeded", 10)
+
+        # A door opened at the car shows in `app status`, and the car reads "unlocked", not "open".
+        code, out, err = await _tcu_sim(tmp_path, "car", vin, "open_door", "door=rear_right", "--state",
+                                        str(tmp_path / "state"))
+        assert code == 0, out + err
+        code, out = await _app(tmp_path, "refresh", vin)  # the car's next status, at once
+        assert code == 0, out
+        code, out = await _app(tmp_path, "status", vin)
+        assert code == 0, out
+        assert "  unlocked, " in out
+        assert "doors: open: rear_right; windows: all closed" in out
 
         code, out = await _app(tmp_path, "lock", vin, "--spin", "0852")
         assert code == 1, out
         assert "SPIN_INCORRECT" in out
+        assert out.count("tries left") == 1  # said once, by the cloud's message
+        assert "check the S-PIN" in out  # and what to do next
         await up.wait_for(r"cloud refused 1 app request: SPIN_INCORRECT", 10)
+
+        # An offline car: the app says it waits for the car to come back; the trace says queued, not delivered.
+        code, out, err = await _tcu_sim(tmp_path, "fault", "--state", str(tmp_path / "state"), vin, "offline",
+                                        "--for", "15s")  # an offline car hears no control: it comes back by itself
+        assert code == 0, out + err
+        await up.wait_for(rf"car {vin} offline", 10)
+        code, out = await _app(tmp_path, "honk", vin, "--flash-only", "--wait-timeout", "1")
+        assert code == 3, out
+        assert re.search(r"car offline — waiting up to 1 s for it to come back", out), out
+        assert "tcu-sim app command-status cmd-" in out  # what to do next
+        await up.wait_for(rf"command: honk_and_flash {vin} by {re.escape(email)}: app → cloud → car "
+                          r"\(queued for the offline car \d+ ms\) → …", 10)
+        code, out = await _app(tmp_path, "honk", vin, "--flash-only", "--no-wait")
+        assert code == 0, out
+        assert "not waiting (--no-wait)" in out
+        await up.wait_for(rf"command: honk_and_flash {vin} by {re.escape(email)}: app → cloud → car "
+                          r"\(queued for the offline car \d+ ms, received by the car .*\) → succeeded", 60)
 
         up.proc.send_signal(signal.SIGTERM)
         async with asyncio.timeout(30):
