@@ -5,17 +5,20 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import shutil
 import tempfile
 from pathlib import Path
 
 import click
+from click.core import ParameterSource
 
 from broker.mosquitto import MosquittoBroker, MosquittoError
 from broker.pki import FleetPKI
 from tcu_sim.events import CarConnection, CommandChanged, Event, FaultChanged
 from tcu_sim.faults import BrokerControl, ProxyMode
 from tcu_sim.fleet import FleetConfigError, format_duration
+from tcu_sim.logging import configure_logging
 from tcu_sim.scenario import Scenario, ScenarioOptions, ScenarioReport, ScenarioRunner, load_scenario
 
 __all__ = ["scenario"]
@@ -25,6 +28,7 @@ Examples:
   tcu-sim scenario validate fleet_configs/scenarios/*.yaml
   tcu-sim scenario run fleet_configs/scenarios/tunnel-commute.yaml --junit tunnel.xml
   tcu-sim scenario run fleet_configs/scenarios/broker-outage.yaml --time-scale 60 --keep
+  tcu-sim scenario run fleet_configs/scenarios/tunnel-commute.yaml -v   # and the run's log (INFO) on stderr
 """
 
 _FILE = click.Path(exists=True, dir_okay=False, path_type=Path)
@@ -70,7 +74,10 @@ def validate_command(files: tuple[Path, ...]) -> None:
 @click.option("--workdir", type=click.Path(file_okay=False, path_type=Path), default=None,
               help="Where the run keeps its broker, state and registry (default: a temporary directory).")
 @click.option("--keep", is_flag=True, help="Keep the work directory afterwards.")
-@click.option("--quiet", is_flag=True, help="Print only the verdict line.")
+@click.option("--quiet", "-q", is_flag=True, help="Print only the verdict line (and no log at all).")
+@click.option("--verbose", "-v", count=True,
+              help="Log what the run does to stderr: -v INFO, -vv DEBUG (JSON off a terminal). By default only "
+                   "errors are logged; the top-level `tcu-sim --log-level LEVEL scenario run ...` sets it too.")
 def run_command(
     file: Path,
     junit_path: Path | None,
@@ -81,11 +88,13 @@ def run_command(
     workdir: Path | None,
     keep: bool,
     quiet: bool,
+    verbose: int,
 ) -> None:
     """Run the scenario FILE against a Mosquitto and a cloud started for it; exit 1 when an expectation fails.
 
     While it runs, `tcu-sim fault broker kill --control WORKDIR/broker.sock` reaches its broker.
     """
+    _log_level(quiet, verbose)
     loaded = _load(file)
     options = ScenarioOptions(time_scale=time_scale, proxy=ProxyMode(proxy))
     directory = workdir or Path(tempfile.mkdtemp(prefix=f"tcu-sim-{loaded.name}-"))
@@ -107,10 +116,22 @@ def run_command(
 
         png = timeline_png(timeline, title=f"scenario {loaded.name}", cars=loaded.config.car_count)
         report_html_path.write_text(report_html(report, png), encoding="utf-8")
-    if keep or workdir is not None:
+    if (keep or workdir is not None) and not quiet:
         click.echo(f"work directory: {directory}", err=True)
     if not report.passed:
         raise SystemExit(1)
+
+
+def _log_level(quiet: bool, verbose: int) -> None:
+    """A scenario run reports in its text and JUnit; its log is for digging: errors only unless asked for
+    (`-v`, `-vv`, or an explicit top-level `--log-level`), nothing at all with `--quiet`."""
+    root = click.get_current_context().find_root()
+    explicit = root.get_parameter_source("log_level") not in (None, ParameterSource.DEFAULT)
+    if explicit and not quiet:
+        return
+    level = "CRITICAL" if quiet else ("ERROR", "INFO", "DEBUG")[min(verbose, 2)]
+    configure_logging(level, json=root.params.get("log_json"))
+    logging.getLogger().setLevel(level)  # the stdlib root was set up by the first configure_logging
 
 
 async def _run(loaded: Scenario, directory: Path, options: ScenarioOptions, timeline: list[Event]) -> ScenarioReport:

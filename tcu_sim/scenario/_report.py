@@ -35,6 +35,8 @@ class ExpectationResult:
     detail: str
     checked_after_s: float = 0.0
     """Clock seconds from the step to the verdict."""
+    checked_after_real_s: float = 0.0
+    """Real seconds from the step to the verdict (JUnit's `time`: test-case times add up to the suite's)."""
 
     @property
     def name(self) -> str:
@@ -180,7 +182,7 @@ class ScenarioReport:
         ET.SubElement(props, "property", name="clock_s", value=f"{self.clock_s:.3f}")
         for e in self.expectations:
             case = ET.SubElement(
-                suite, "testcase", classname=f"scenario.{self.name}", name=e.name, time=f"{e.checked_after_s:.3f}"
+                suite, "testcase", classname=f"scenario.{self.name}", name=e.name, time=f"{e.checked_after_real_s:.3f}"
             )
             if not e.passed:
                 failure = ET.SubElement(case, "failure", message=e.detail[:500], type="ExpectationFailed")

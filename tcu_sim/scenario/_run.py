@@ -566,7 +566,7 @@ class ScenarioRunner:
         deadline = self.clock.monotonic() + expectation.within_s
         scale = min(self.options.time_scale, self.options.fast_scale)
         real_deadline = time.monotonic() + expectation.within_s / scale * 3 + 10
-        started = self.clock.monotonic()
+        started, real_started = self.clock.monotonic(), time.monotonic()
         while True:
             try:
                 held, detail = await self._evaluate(plan, expectation, result)
@@ -582,7 +582,8 @@ class ScenarioRunner:
                 break
             await self._next_tick()
         return ExpectationResult(
-            plan.index, plan.label, at, expectation.describe(), held, detail, self.clock.monotonic() - started
+            plan.index, plan.label, at, expectation.describe(), held, detail, self.clock.monotonic() - started,
+            time.monotonic() - real_started,
         )
 
     def _cars_of(self, plan: ScenarioStepPlan, expectation: Expectation) -> list[CarSpec]:

@@ -4,6 +4,9 @@ real Mosquitto, Toxiproxy, the broker control socket, and scenario runs with the
 from __future__ import annotations
 
 import asyncio
+import json
+import subprocess
+import sys
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
@@ -195,3 +198,38 @@ scenario:
     suite = ET.parse(junit).getroot().find("testsuite")  # noqa: S314 - our own output, not untrusted XML
     assert suite is not None
     assert (suite.get("tests"), suite.get("failures")) == ("2", "1")
+
+
+@pytest.mark.mosquitto
+def test_scenario_run_logs_only_when_asked(tmp_path: Path) -> None:
+    """As a user runs it (a process, stderr a pipe): `--quiet` prints the verdict and nothing else; without it the
+    report and no log lines; `-v` adds the JSON log on stderr."""
+    require_mosquitto()
+    scenario = tmp_path / "short.yaml"
+    scenario.write_text(BASE + """
+scenario:
+  - {at: 1s, do: go_offline, cars: "born[0]", duration: 5s}
+  - {at: 2s, name: offline now, do: check, cars: "born[0]", expect: [{online: false, within: 10s}]}
+""")
+    tcu_sim = [sys.executable, "-c", "from tcu_sim.cli import main; main()", "scenario", "run", str(scenario),
+               "--time-scale", "60"]
+    quiet = subprocess.run([*tcu_sim, "--quiet"], capture_output=True, text=True, timeout=120, check=False)
+    assert quiet.returncode == 0, quiet.stdout + quiet.stderr
+    assert quiet.stdout.splitlines() == [f"scenario faults-cli ({scenario}), seed 21: PASSED"], quiet.stdout
+    assert quiet.stderr == ""
+    plain = subprocess.run(tcu_sim, capture_output=True, text=True, timeout=120, check=False)
+    assert plain.returncode == 0, plain.stdout + plain.stderr
+    assert "1/1 expectations held" in plain.stdout
+    assert not [line for line in plain.stderr.splitlines() if line.startswith("{")], plain.stderr
+    verbose = subprocess.run([*tcu_sim, "-v"], capture_output=True, text=True, timeout=120, check=False)
+    assert verbose.returncode == 0, verbose.stderr
+    logged = [json.loads(line) for line in verbose.stderr.splitlines() if line.startswith("{")]
+    assert logged
+    assert {entry["level"] for entry in logged} >= {"info"}
+
+
+def test_scenario_run_help_says_how_to_see_the_log() -> None:
+    result = invoke("scenario", "run", "--help")
+    assert "-v, --verbose" in result.output
+    assert "--log-level" in result.output
+    assert "Examples:" in invoke("scenario", "--help").output

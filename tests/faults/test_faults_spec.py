@@ -301,8 +301,8 @@ def test_report_text_and_junit_say_what_held() -> None:
     report = ScenarioReport("demo", "demo.yaml", 1, real_s=1.5, clock_s=90)
     report.injections.append(Injection(12.5, "VSSZZZKLZTR000001", "offline hard", "timeline", "for 30s"))
     report.expectations += [
-        ExpectationResult(0, "step 0 (a)", 1, "online true", True, "holds for every car", 0.5),
-        ExpectationResult(1, "step 1 (b)", 2, "state timed_out", False, "cmd-1 is succeeded <&>", 3),
+        ExpectationResult(0, "step 0 (a)", 1, "online true", True, "holds for every car", 0.5, 0.25),
+        ExpectationResult(1, "step 1 (b)", 2, "state timed_out", False, "cmd-1 is succeeded <&>", 3, 0.75),
     ]
     assert not report.passed
     text = report.text()
@@ -316,6 +316,7 @@ def test_report_text_and_junit_say_what_held() -> None:
     assert (suite.get("tests"), suite.get("failures"), suite.get("errors")) == ("2", "1", "0")
     cases = suite.findall("testcase")
     assert [c.get("name") for c in cases] == ["step 0 (a): online true", "step 1 (b): state timed_out"]
+    assert [c.get("time") for c in cases] == ["0.250", "0.750"]  # real seconds, as the suite's own time
     failure = cases[1].find("failure")
     assert failure is not None
     assert failure.get("message") == "cmd-1 is succeeded <&>"
