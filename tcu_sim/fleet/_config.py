@@ -498,29 +498,46 @@ class FleetConfig(_Model):
             raise config_problem("groups", "a fleet needs at least 1 group")
         if self.car_count > MAX_FLEET:
             raise config_problem("groups", f"{self.car_count} cars in all; at most {MAX_FLEET} are supported")
-        _unique((g.name for g in self.groups), "groups[{}].name", "group name")
-        _unique((z.name for z in self.zones), "zones[{}].name", "zone name")
-        _unique((u.email.lower() for u in self.users), "users[{}].email", "user e-mail")
+        # Every cross-reference problem at once (the loader lists each with its line), not one per run.
+        problems: list[tuple[str, str]] = []
+        _unique((g.name for g in self.groups), "groups[{}].name", "group name", problems)
+        _unique((z.name for z in self.zones), "zones[{}].name", "zone name", problems)
+        _unique((u.email.lower() for u in self.users), "users[{}].email", "user e-mail", problems)
         for i, group in enumerate(self.groups):
             if group.home_area is None and self.defaults.home_area is None:
-                raise config_problem(f"groups[{i}].home_area", "missing: set it here or in defaults.home_area")
-        _check_users_and_steps(self)
+                problems.append((f"groups[{i}].home_area", "missing: set it here or in defaults.home_area"))
+        if not problems:  # with duplicate group names, what a selector names is not clear yet
+            _check_users_and_steps(self, problems)
+        if problems:
+            raise config_problems(problems)
         return self
 
 
-def _unique(names: Iterator[str] | Any, path: str, what: str) -> None:
+def config_problems(problems: list[tuple[str, str]]) -> PydanticCustomError:
+    """Several `(path, problem)`s found together (the loader reports each as its own error)."""
+    if len(problems) == 1:
+        return config_problem(*problems[0])
+    text = "; ".join(f"{path}: {problem}" for path, problem in problems)
+    return PydanticCustomError("fleet_config_many", "{text}", {"text": text, "problems": problems})
+
+
+def _unique(names: Iterator[str] | Any, path: str, what: str, problems: list[tuple[str, str]]) -> None:
     first: dict[str, int] = {}
     for i, name in enumerate(names):
         if name in first:
-            raise config_problem(path.format(i), f"duplicate {what} {name!r} (also at {path.format(first[name])})")
-        first[name] = i
+            problems.append(
+                (path.format(i), f"duplicate {what} {name!r} (also at {path.format(first[name])})")
+            )
+        else:
+            first[name] = i
 
 
 Car = tuple[str, int]  # (group name, index in group): a car's identity before VINs exist
 
 
-def _check_users_and_steps(config: FleetConfig) -> None:
-    """Every selector names existing cars; each car has at most one primary user; garages fit R9."""
+def _check_users_and_steps(config: FleetConfig, problems: list[tuple[str, str]]) -> None:
+    """Every selector names existing cars; each car has at most one primary user; garages fit R9 (each problem
+    appended to `problems`)."""
     counts = {g.name: g.count for g in config.groups}
     needs_vins = any(
         parse_selector(text).vin is not None
@@ -538,15 +555,18 @@ def _check_users_and_steps(config: FleetConfig) -> None:
             return [(name, i) for name, count in counts.items() for i in range(count)]
         if selector.vin is not None:
             if selector.vin not in by_vin:
-                raise config_problem(path, f"no car of this fleet has VIN {selector.vin}")
+                problems.append((path, f"no car of this fleet has VIN {selector.vin}"))
+                return []
             return [by_vin[selector.vin]]
         assert selector.group is not None  # a selector is all, a VIN or a group
         if selector.group not in counts:
             known = ", ".join(counts)
-            raise config_problem(path, f"unknown group {selector.group!r} (groups: {known})")
+            problems.append((path, f"unknown group {selector.group!r} (groups: {known})"))
+            return []
         count = counts[selector.group]
         if (selector.stop or 0) > count or (selector.start or 0) >= count:
-            raise config_problem(path, f"{text!r} reaches past group {selector.group!r}, which has {count} cars")
+            problems.append((path, f"{text!r} reaches past group {selector.group!r}, which has {count} cars"))
+            return []
         return [(selector.group, i) for i in selector.indices(count)]
 
     primary_of: dict[Car, int] = {}
@@ -561,23 +581,22 @@ def _check_users_and_steps(config: FleetConfig) -> None:
                     secondary.append((car, u, s))
                 elif primary_of.setdefault(car, u) != u:
                     other = config.users[primary_of[car]].email
-                    raise config_problem(
-                        path, f"car {car[0]}[{car[1]}] already has primary user {other} (a car has one, R8)"
+                    problems.append(
+                        (path, f"car {car[0]}[{car[1]}] already has primary user {other} (a car has one, R8)")
                     )
         if len(garage) > MAX_GARAGE:
-            raise config_problem(
-                f"users[{u}].vehicles",
-                f"selects {len(garage)} cars; a garage holds at most {MAX_GARAGE} (R9)",
+            problems.append(
+                (f"users[{u}].vehicles", f"selects {len(garage)} cars; a garage holds at most {MAX_GARAGE} (R9)")
             )
     for car, u, s in secondary:
         if car not in primary_of:
-            raise config_problem(
+            problems.append((
                 f"users[{u}].vehicles[{s}]",
                 f"car {car[0]}[{car[1]}] has no primary user; a secondary user is nominated by one (R10)",
-            )
+            ))
     emails = {user.email.lower() for user in config.users}
     for i, step in enumerate(config.scenario):
         for s, text in enumerate(step.cars or ()):
             resolve(text, f"scenario[{i}].cars[{s}]")
         if step.user is not None and step.user.lower() not in emails:
-            raise config_problem(f"scenario[{i}].user", f"no user {step.user!r} in users")
+            problems.append((f"scenario[{i}].user", f"no user {step.user!r} in users"))

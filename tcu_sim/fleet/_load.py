@@ -87,7 +87,9 @@ def parse_fleet(text: str, *, source: str = "<fleet>") -> FleetConfig:
     try:
         return FleetConfig.model_validate(data)
     except ValidationError as exc:
-        issues = [_issue(error, marks, key_marks) for error in exc.errors()]
+        issues = [
+            _issue(one, marks, key_marks) for error in exc.errors() for one in _each_problem(error)
+        ]
         raise FleetConfigError(source, issues) from None
 
 
@@ -169,6 +171,17 @@ def _parse_path(path: str) -> Loc:
         for index in rest.replace("]", "").split("[") if rest else ():
             loc.append(int(index))
     return tuple(loc)
+
+
+def _each_problem(error: ErrorDetails) -> list[ErrorDetails]:
+    """A `fleet_config_many` error (several cross-reference problems found together) as one error each."""
+    ctx = error.get("ctx") or {}
+    if error["type"] != "fleet_config_many":
+        return [error]
+    return [
+        {**error, "type": "fleet_config", "ctx": {"path": path, "problem": problem}}
+        for path, problem in ctx["problems"]
+    ]
 
 
 def _issue(

@@ -360,6 +360,32 @@ def test_several_problems_are_all_reported(tmp_path: Path) -> None:
     assert str(error).splitlines()[0].endswith("2 problems")
 
 
+def test_every_cross_reference_problem_is_reported_at_once(tmp_path: Path) -> None:
+    error = _error(tmp_path, GOOD + """\
+users:
+  - email: a@tcu-sim.test
+    password: long-enough-password
+    spin: "4711"
+    vehicles: ["leon[0:5]", born]
+  - email: b@tcu-sim.test
+    password: long-enough-password
+    spin: "4711"
+    role: secondary
+    vehicles: ["ateca-radio[7]"]
+scenario:
+  - {at: 1s, do: go_offline, cars: [cupra]}
+""")
+    by_path = {issue.path: issue for issue in error.issues}
+    assert set(by_path) == {"users[0].vehicles[0]", "users[0].vehicles[1]", "users[1].vehicles[0]",
+                            "scenario[0].cars[0]"}, str(error)
+    assert "reaches past group 'leon', which has 3 cars" in by_path["users[0].vehicles[0]"].problem
+    assert "unknown group 'born' (groups: leon, ateca-radio)" in by_path["users[0].vehicles[1]"].problem
+    assert "reaches past group 'ateca-radio'" in by_path["users[1].vehicles[0]"].problem
+    assert "unknown group 'cupra'" in by_path["scenario[0].cars[0]"].problem
+    assert str(error).startswith(f"{tmp_path / 'fleet.yaml'}: 4 problems")
+    assert all(issue.line for issue in error.issues)  # each with its own line in the file
+
+
 def test_missing_file_is_a_config_error(tmp_path: Path) -> None:
     with pytest.raises(FleetConfigError, match=r"nope\.yaml: cannot read the file"):
         load_fleet(tmp_path / "nope.yaml")
