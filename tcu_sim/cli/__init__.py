@@ -7,6 +7,7 @@ import importlib
 import click
 
 from tcu_sim._version import __version__
+from tcu_sim.cli._examples import add_examples
 from tcu_sim.logging import configure_logging
 
 __all__ = ["cli", "main"]
@@ -39,6 +40,7 @@ def cli(log_level: str, log_json: bool | None) -> None:
 
 for _module, _attr in _COMMANDS:
     cli.add_command(getattr(importlib.import_module(_module), _attr))
+add_examples(cli)  # every verb's --help shows an example (tcu_sim/cli/_examples.py)
 
 
 def main() -> None:
