@@ -157,7 +157,8 @@ async def cloud_stack(
     cloud_config: CloudConfig | None = None,
     topics_prefix: str = "",
 ) -> AsyncIterator[Stack]:
-    """The cloud handler connected to `broker` as `cloud`, the test fleet imported, ready."""
+    """The cloud handler connected to `broker` with the certificate of its client id (`cloud`, `cloud-2`, ...: the
+    broker binds a client id to its certificate), the test fleet imported, ready."""
     clock = VirtualClock(START)
     async with open_registry(registry_url, pool_size=4) as registry:
         services = CloudServices(
@@ -173,7 +174,7 @@ async def cloud_stack(
             port=broker.port,
             cloud_key=CLOUD_KEY,
             fleet_keys=fleet_keys(),
-            tls_context=broker.ssl_context("cloud"),
+            tls_context=broker.ssl_context(cfg.client_id),
             rng=random.Random(3),
         )
         async with handler:

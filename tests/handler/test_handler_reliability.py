@@ -31,7 +31,7 @@ async def test_two_cloud_processes_share_the_work(mosquitto: MosquittoBroker, re
         return HandlerConfig(client_id=client_id, shared_subscriptions=True, session_expiry_s=0)
 
     async with contextlib.AsyncExitStack() as exit_stack:
-        one = await exit_stack.enter_async_context(cloud_stack(mosquitto, registry_url, config=config("cloud-1")))
+        one = await exit_stack.enter_async_context(cloud_stack(mosquitto, registry_url, config=config("cloud")))
         two = await exit_stack.enter_async_context(cloud_stack(mosquitto, registry_url, config=config("cloud-2")))
         async with one.app() as app:
             await sign_up(app, "shared@example.com")
