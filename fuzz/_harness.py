@@ -2,18 +2,17 @@
 
 A target is run as `python fuzz/fuzz_<name>.py [libFuzzer args] [corpus dirs]`. When no corpus directory is
 given, its seeds (real samples: the wire examples of tests/protocol/protocol_samples.py, the shipped
-fleet_configs) are written to a fresh temporary directory, which libFuzzer then grows for this run only.
+fleet_configs) are written to `.fuzz/corpus/<name>/` (or `$FUZZ_CORPUS_ROOT/<name>/`), which libFuzzer grows
+with what it finds: each run starts from what the earlier ones reached.
 Any exception a target does not list as its decoder's documented error is a crash: atheris prints the input
 and the stack and exits non-zero (`make fuzz` and tests/fuzz fail on it).
 """
 
 from __future__ import annotations
 
-import atexit
 import hashlib
-import shutil
+import os
 import sys
-import tempfile
 from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
@@ -57,8 +56,8 @@ def run(
     if max_len is not None and not any(arg.startswith("-max_len=") for arg in argv[1:]):
         argv.insert(1, f"-max_len={max_len}")
     if not [arg for arg in argv[1:] if not arg.startswith("-")]:
-        corpus = Path(tempfile.mkdtemp(prefix=f"fuzz-{name}-"))
-        atexit.register(shutil.rmtree, corpus, ignore_errors=True)
+        corpus = Path(os.environ.get("FUZZ_CORPUS_ROOT") or ROOT / ".fuzz" / "corpus") / name
+        corpus.mkdir(parents=True, exist_ok=True)
         for seed in seeds:
             (corpus / hashlib.sha1(seed).hexdigest()).write_bytes(seed)  # noqa: S324 - a file name, not security
         argv.append(str(corpus))

@@ -9,8 +9,8 @@ default (PyYAML is pure Python: a 3 KiB file takes milliseconds), enough for eve
 
 from __future__ import annotations
 
+import os
 import sys
-import tempfile
 from pathlib import Path
 
 from _harness import ROOT, instrumented, mode_input, run
@@ -20,7 +20,9 @@ with instrumented():
 
 TEXT, FILE = range(2)
 _EXPAND_AT_MOST = 64  # cars: expanding a 100,000-car fleet on every input would make the fuzzer crawl
-_FILE = Path(tempfile.mkdtemp(prefix="fuzz-fleet-file-")) / "fleet.yaml"
+# The "file" is an anonymous in-memory one: nothing is left on disk, whatever way the fuzzer exits.
+_FD = os.memfd_create("fuzz-fleet.yaml")
+_FILE = Path(f"/proc/self/fd/{_FD}")
 
 
 def test_one_input(data: bytes) -> None:
@@ -31,7 +33,8 @@ def test_one_input(data: bytes) -> None:
         if data[0] % 2 == TEXT:
             config = parse_fleet(rest.decode("utf-8", "replace"), source="fuzz.yaml")
         else:
-            _FILE.write_bytes(rest)
+            os.ftruncate(_FD, 0)
+            os.pwrite(_FD, rest, 0)
             config = load_fleet(_FILE)
     except FleetError:
         return
@@ -47,9 +50,5 @@ def seeds() -> list[bytes]:
 
 
 if __name__ == "__main__":
-    import atexit
-    import shutil
-
-    atexit.register(shutil.rmtree, _FILE.parent, ignore_errors=True)
     run("fleet", test_one_input, seeds(), max_len=1024)
     sys.exit(0)

@@ -35,6 +35,7 @@ def _require_atheris() -> None:
 def _fuzz(script: Path, tmp_path: Path, runs: int = RUNS) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, str(script), f"-runs={runs}", "-seed=1", f"-artifact_prefix={tmp_path}/"],
+        env={**os.environ, "FUZZ_CORPUS_ROOT": str(tmp_path / "corpus")},  # a fresh corpus from the seeds
         cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, timeout=150, check=False,
     )
 
