@@ -10,15 +10,17 @@
 `login` keeps the session token, with the broker, the MQTT username and (if given) the MQTT password, in
 `$XDG_CONFIG_HOME/tcu-sim/session.json` (or `--session FILE`), readable only by you; later commands read their
 connection settings from it. Until that file exists, the one `tcu-sim up` writes (`<state>/app-session.json`,
-naming its app listener and a login) is used, so a second terminal next to `make run` needs no options.
-Passwords and S-PINs are asked for without echo (or read from the environment:
-`TCU_SIM_APP_<COMMAND>_PASSWORD`, ...), never printed. A refusal prints the cloud's error code and message and
-exits 1; a broker or cloud that does not answer exits 3.
+naming its app listener and a login) is used, so a second terminal next to `make run` needs no options; that
+file's `pool` of logins lets several `tcu-sim app` processes run at once, each leasing a login (= client id) of
+its own. Passwords and S-PINs are asked for without echo (piped: one line of stdin each; or read from the
+environment: `TCU_SIM_APP_<COMMAND>_PASSWORD`, ...), never printed. A refusal prints the cloud's error code and
+message and exits 1; a broker or cloud that does not answer exits 3.
 """
 
 from __future__ import annotations
 
 import asyncio
+import fcntl
 import json
 import os
 import sys
@@ -120,6 +122,8 @@ class _Options:
         if not username:
             raise click.UsageError("no MQTT username: give --username (your app's client id) or log in first")
         password = self.mqtt_password or broker.password or self.session.get("mqtt_password")
+        if not (self.username or broker.username):
+            username, password = self._lease(username, password)
         context = None
         if broker.tls:
             ca = self.ca or (self.state_dir / "pki" / "ca.crt")
@@ -131,6 +135,34 @@ class _Options:
         self.session.data.setdefault("broker", str(broker))
         self.session.data.setdefault("username", username)
         return client
+
+
+    def _lease(self, username: str, password: str | None) -> tuple[str, str | None]:
+        """A login of the session's `pool` that no other `tcu-sim app` process holds, for as long as this command
+        runs (an exclusive `flock` beside the session file, dropped by the kernel when the process ends). The
+        app listener makes the client id the username, so two processes on one login would push each other off.
+        Without a pool (your own login), the session's login."""
+        pool = self.session.data.get("pool")
+        if not isinstance(pool, dict) or username not in pool:
+            return username, password
+        names = [username, *(name for name in pool if name != username)]
+        leases = self.session.path.parent / "app-leases"
+        leases.mkdir(mode=0o700, exist_ok=True)
+        ctx = click.get_current_context()
+        for name in names:
+            fd = os.open(leases / f"{name}.lock", os.O_RDWR | os.O_CREAT, 0o600)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                os.close(fd)
+                continue
+            ctx.call_on_close(lambda fd=fd: os.close(fd))  # closing the descriptor releases the lock
+            secret = pool[name]
+            return name, secret if isinstance(secret, str) else None
+        raise click.ClickException(
+            f"all {len(names)} app logins of {self.session.path} are in use by other `tcu-sim app` processes: "
+            "wait for one to end, or give a login of your own with --username and --mqtt-password"
+        )
 
 
 def _opts() -> _Options:

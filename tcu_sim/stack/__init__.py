@@ -18,7 +18,7 @@ from tcu_sim.onboard import EnrolmentOutcome, UserCar
 from ._broker import EMBEDDED_LIMITS, AppEndpoint, BrokerInfo, BrokerKind
 from ._config import DEFAULT_APP_PORT, DEFAULT_DEVICE_PORT, BrokerChoice, StackConfig
 from ._errors import BrokerStartError, EnrolmentError, FleetStartError, StackBusy, StackError
-from ._stack import STACK_APP, TERMINAL_APP, CarRow, LocalStack, StackEvent, StackSnapshot, StackTimings
+from ._stack import STACK_APP, TERMINAL_APP, TERMINAL_APPS, CarRow, LocalStack, StackEvent, StackSnapshot, StackTimings
 from ._trace import CommandLog, CommandStep, CommandTrace
 from ._view import LiveView, LoginHelp, PlainView, login_instructions, render, summary_line
 
@@ -28,6 +28,7 @@ __all__ = [
     "EMBEDDED_LIMITS",
     "STACK_APP",
     "TERMINAL_APP",
+    "TERMINAL_APPS",
     "AppEndpoint",
     "BrokerChoice",
     "BrokerInfo",

@@ -3,7 +3,8 @@
 - `app-logins.json`: the MQTT logins of the app listener of a broker the stack starts (username → password),
   generated on the first run and kept, so the app session file of the second terminal stays valid;
 - `app-session.json`: a session file for `tcu-sim app --session ...` holding the app listener's URL and login
-  (and, once the user logged in there, their session token);
+  (and, once the user logged in there, their session token), and a `pool` of further logins so that several
+  `tcu-sim app` processes can run at once, each on a login (= client id) of its own;
 - `cloud/server.secret`: the cloud's server secret, the same file `tcu-sim cloud run` uses.
 """
 
@@ -12,7 +13,7 @@ from __future__ import annotations
 import json
 import os
 import secrets
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -56,9 +57,12 @@ def load_app_logins(path: Path, usernames: Iterable[str]) -> dict[str, str]:
     return logins
 
 
-def write_app_session(path: Path, *, broker: str, username: str, mqtt_password: str | None) -> None:
+def write_app_session(
+    path: Path, *, broker: str, username: str, mqtt_password: str | None, pool: Mapping[str, str | None] | None = None
+) -> None:
     """Point the session file at `broker` with this login; a session token already in it is kept while the
-    broker and username stay the same (the user stays logged in across runs)."""
+    broker and username stay the same (the user stays logged in across runs). `pool`: more logins of the same
+    listener (username → password), of which each `tcu-sim app` process leases one that no other one holds."""
     data = _read_json_object(path) or {}
     if data.get("broker") != broker or data.get("username") != username:
         data = {key: value for key, value in data.items() if key not in ("token", "email")}
@@ -67,6 +71,10 @@ def write_app_session(path: Path, *, broker: str, username: str, mqtt_password: 
         data.pop("mqtt_password", None)
     else:
         data["mqtt_password"] = mqtt_password
+    if pool:
+        data["pool"] = dict(pool)
+    else:
+        data.pop("pool", None)
     write_private(path, (json.dumps(data, indent=2) + "\n").encode())
 
 

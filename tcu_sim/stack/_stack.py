@@ -75,7 +75,16 @@ from tcu_sim.stack._files import load_app_logins, write_app_session
 from tcu_sim.stack._trace import CommandLog
 from tcu_sim.transport import TcuSession
 
-__all__ = ["STACK_APP", "TERMINAL_APP", "CarRow", "LocalStack", "StackEvent", "StackSnapshot", "StackTimings"]
+__all__ = [
+    "STACK_APP",
+    "TERMINAL_APP",
+    "TERMINAL_APPS",
+    "CarRow",
+    "LocalStack",
+    "StackEvent",
+    "StackSnapshot",
+    "StackTimings",
+]
 
 log = structlog.get_logger("tcu_sim.stack")
 
@@ -83,6 +92,9 @@ log = structlog.get_logger("tcu_sim.stack")
 #: second terminal's `tcu-sim app` uses (through `<state>/app-session.json`).
 STACK_APP = "tcu-sim-up"
 TERMINAL_APP = "demo-app"
+#: The terminal's app logins: `tcu-sim app` leases a free one per process (the app listener makes the client id
+#: the username, so two processes on one login would push each other off); all in the session file's `pool`.
+TERMINAL_APPS = (TERMINAL_APP, *(f"{TERMINAL_APP}-{n}" for n in range(2, 9)))
 
 _HELD_RECHECK_S = 0.25  # real seconds between looks at whether a car not yet online is held offline by a fault
 
@@ -286,7 +298,7 @@ class LocalStack:
             raise StackError(str(exc)) from None
         self.timings.provision_s = time.monotonic() - t0
         raise_open_files_limit(len(self.cars) + 1024)  # each car holds a socket
-        logins = load_app_logins(self.state.root / "app-logins.json", [STACK_APP, TERMINAL_APP])
+        logins = load_app_logins(self.state.root / "app-logins.json", [STACK_APP, *TERMINAL_APPS])
 
         broker = await self._exit.enter_async_context(
             open_broker(cfg, self.pki, logins, topic_prefix=self.fleet_config.topic_prefix)
@@ -340,8 +352,10 @@ class LocalStack:
         self.timings.users_s = time.monotonic() - t_users
         terminal = broker.app(TERMINAL_APP)
         if terminal is not None:
+            pool = {e.username: e.password for name in TERMINAL_APPS if (e := broker.app(name)) is not None}
             write_app_session(
-                self.app_session_path, broker=terminal.url, username=terminal.username, mqtt_password=terminal.password
+                self.app_session_path, broker=terminal.url, username=terminal.username, mqtt_password=terminal.password,
+                pool=pool if len(pool) > 1 else None,  # an external broker's one login is no pool
             )
 
         group = asyncio.TaskGroup()

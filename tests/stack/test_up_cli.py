@@ -116,7 +116,7 @@ async def _app(tmp_path: Path, *args: str, stdin: str | None = None) -> tuple[in
         *TCU_SIM, "app", *args, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
         stdin=asyncio.subprocess.DEVNULL if stdin is None else asyncio.subprocess.PIPE, env=env, cwd=REPO,
     )
-    async with asyncio.timeout(30):
+    async with asyncio.timeout(90):
         out, _ = await proc.communicate(None if stdin is None else stdin.encode())
     assert proc.returncode is not None
     return proc.returncode, out.decode()
@@ -252,15 +252,24 @@ async def test_a_second_terminal_locks_a_car_while_up_runs(tmp_path: Path) -> No
                                         "--for", "15s")  # an offline car hears no control: it comes back by itself
         assert code == 0, out + err
         await up.wait_for(rf"car {vin} offline", 10)
+        # One app process waits for the car while others run beside it, each on an app login of its own (the
+        # client id is the login): none pushes another off.
+        waiting = asyncio.create_task(_app(tmp_path, "honk", vin, "--flash-only", "--wait-timeout", "60"))
+        await up.wait_for(rf"command: honk_and_flash {vin} by {re.escape(email)}: app → cloud → car "
+                          r"\(queued for the offline car \d+ ms\) → …", 30)
         code, out = await _app(tmp_path, "honk", vin, "--flash-only", "--wait-timeout", "1")
         assert code == 3, out
         assert re.search(r"car offline — waiting up to 1 s for it to come back", out), out
         assert "tcu-sim app command-status cmd-" in out  # what to do next
-        await up.wait_for(rf"command: honk_and_flash {vin} by {re.escape(email)}: app → cloud → car "
-                          r"\(queued for the offline car \d+ ms\) → …", 10)
         code, out = await _app(tmp_path, "honk", vin, "--flash-only", "--no-wait")
         assert code == 0, out
         assert "not waiting (--no-wait)" in out
+        code, out = await _app(tmp_path, "vehicles")
+        assert code == 0, out
+        code, out = await waiting  # the car came back (its offline ended): the first process saw it through
+        assert code == 0, out
+        assert "car offline — waiting up to 60 s for it to come back" in out
+        assert re.search(r"command cmd-\S+ succeeded", out), out
         await up.wait_for(rf"command: honk_and_flash {vin} by {re.escape(email)}: app → cloud → car "
                           r"\(queued for the offline car \d+ ms, received by the car .*\) → succeeded", 60)
 
