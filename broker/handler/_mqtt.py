@@ -187,6 +187,7 @@ class MqttLink:
         self._ledger: AckLedger | None = None
         self._queue: _CountingQueue | None = None
         self._connected = asyncio.Event()
+        self._lost = asyncio.Event()  # set when the current connection is lost; a new one per connection
         self._changed = asyncio.Condition()
         self._attempt = 0
         self.last_error: str | None = None
@@ -271,6 +272,7 @@ class MqttLink:
                 await self._serve(client)
             except aiomqtt.MqttError as exc:
                 self._connected.clear()
+                self._lost.set()
                 self._client = None
                 self._close_ledger()
                 self._stats.disconnects += 1
@@ -282,6 +284,7 @@ class MqttLink:
                 await self._backoff(f"connection lost: {exc}")
             except BaseException:
                 self._connected.clear()
+                self._lost.set()
                 self._client = None
                 self._close_ledger()
                 await asyncio.shield(self._close(client, disconnect=True))
@@ -294,6 +297,7 @@ class MqttLink:
 
     async def _serve(self, client: aiomqtt.Client) -> None:
         self._client = client
+        self._lost = asyncio.Event()
         manual = self.config.ack_after_apply
         # `_client`: the paho client aiomqtt wraps (it has no manual-ack API of its own).
         ledger = self._ledger = AckLedger(client._client if manual else None, self._stats)
@@ -395,11 +399,30 @@ class MqttLink:
                         await asyncio.sleep(0)
                         continue
                     try:
-                        await client.publish(topic, payload, qos=qos, retain=retain, timeout=wait)
-                        return
+                        # A PUBACK that was due on a connection that is gone never comes (a clean session
+                        # forgets the message): publish again on the next connection instead of waiting it out.
+                        if await _unless_lost(client.publish(topic, payload, qos=qos, retain=retain, timeout=wait),
+                                              self._lost):
+                            return
                     except aiomqtt.MqttError:
                         # Lost the connection under our feet: wait for the next one (within the timeout).
                         if self._client is client:
                             await asyncio.sleep(0.05)
         except TimeoutError:
             raise PublishFailed(f"no PUBACK for {topic} within {wait:g} s") from None
+
+
+async def _unless_lost(operation: Awaitable[None], lost: asyncio.Event) -> bool:
+    """Run `operation`: True once it is done, False if `lost` is set first (it is then cancelled)."""
+    task = asyncio.ensure_future(operation)
+    waiter = asyncio.ensure_future(lost.wait())
+    try:
+        await asyncio.wait((task, waiter), return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        waiter.cancel()
+        if not task.done():
+            task.cancel()
+    if task.done() and not task.cancelled():
+        task.result()  # an MqttError is the caller's to handle
+        return True
+    return False
