@@ -138,6 +138,8 @@ def _root_log_level() -> str:
 @click.option("--duration", type=click.FloatRange(min=0), default=None,
               help="Stop after this many seconds (a smoke test); default: run until Ctrl-C.")
 @click.option("--no-users", is_flag=True, help="Do not create the fleet file's users or enrol their cars.")
+@click.option("--no-fault-proxy", is_flag=True,
+              help="Cars connect straight to the broker (no fleet transport faults: latency, black hole, ...).")
 @click.option("--record", "record_path", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="Record every message on the car, app and control topics to this file (gzip JSON Lines, "
                    "secrets redacted) from the moment the stack is up; see `tcu-sim replay`.")
@@ -154,6 +156,7 @@ def up(
     time_scale: float,
     duration: float | None,
     no_users: bool,
+    no_fault_proxy: bool,
     record_path: Path | None,
     metrics_port: int | None,
     http_port: int,
@@ -178,7 +181,7 @@ def up(
         config = StackConfig(
             state_dir=state, broker=choice, broker_url=broker_url, app_broker_url=app_broker_url,
             port=8883 if port is None else port, port_fallback=port is None, time_scale=time_scale,
-            enrol_users=not no_users,
+            enrol_users=not no_users, fault_proxy=not no_fault_proxy,
         )
     except ValueError as exc:
         raise click.ClickException(f"{fleet_file}: {exc}") from None

@@ -64,6 +64,9 @@ class BrokerInfo:
     """App logins by username ({} when the stack cannot give apps a login on this broker)."""
     limits: tuple[str, ...] = ()
     notes: tuple[str, ...] = ()
+    #: The Mosquitto the stack started (it may stop, kill and restart it: `tcu-sim fault broker ...`); None for
+    #: the embedded broker (it lives in this process) and an external one.
+    process: MosquittoBroker | None = field(default=None, repr=False, compare=False)
 
     def app(self, username: str) -> AppEndpoint | None:
         """The app login `username`, else any login there is (a given app broker URL has just one)."""
@@ -196,6 +199,7 @@ async def open_broker(
             ready_at=time.monotonic(),
             apps={u: AppEndpoint(broker.host, broker.app_port, True, u, p) for u, p in logins.items()},
             notes=notes,
+            process=broker,
         )
     finally:
         await broker.stop()

@@ -48,6 +48,9 @@ class StackConfig(BaseModel):
     start_timeout_s: float = Field(default=20.0, gt=0)
     #: Seconds every car may take to come online before the start fails (P5 wants 5 for the demo).
     online_timeout_s: float = Field(default=30.0, gt=0)
+    #: Cars reach the broker through the in-process TCP fault proxy (one route per group), so fleet transport
+    #: faults (`tcu-sim fault --group city latency 300ms`, the dashboard's latency and black hole) can be injected.
+    fault_proxy: bool = True
     #: Settings of the cloud's rules that differ from the product's (`broker.cloud.CloudConfig` fields, e.g.
     #: `{"spin_max_tries": 2}`): what `tcu-sim replay --cloud-config` uses to try a changed rule.
     cloud_overrides: dict[str, Any] = Field(default_factory=dict)

@@ -49,7 +49,7 @@ from tcu_sim.events import (
     Source,
     Subscription,
 )
-from tcu_sim.faults import FleetFaults
+from tcu_sim.faults import BrokerControl, FleetFaults, ProxyMode
 from tcu_sim.fleet import (
     CarSpec,
     Endpoints,
@@ -326,10 +326,20 @@ class LocalStack:
         )
         self._cloud = cloud
 
+        if broker.process is not None:
+            # `tcu-sim fault broker stop|kill|restart --state DIR` (and the dashboard) break the broker through it.
+            await self._exit.enter_async_context(
+                BrokerControl(broker.process, self.state.root / "broker.sock", events=self.events)
+            )
+        # The cars' connectivity profiles and live `tcu-sim fault` controls; with the fault proxy, fleet transport
+        # faults (latency, black hole, ...) on each group's route; broker faults on the broker this stack started.
+        faults = FleetFaults(
+            proxy=ProxyMode.GROUP if cfg.fault_proxy else ProxyMode.NONE, broker=broker.process,
+            seed=self.fleet_config.seed,
+        )
         runner = FleetRunner(
             self.cars, state=self.state, broker=broker.device, clock=self.clock,
-            topic_prefix=self.fleet_config.topic_prefix, events=self.events,
-            faults=FleetFaults(),  # the cars' connectivity profiles and live `tcu-sim fault` controls
+            topic_prefix=self.fleet_config.topic_prefix, events=self.events, faults=faults,
         )
         await self._exit.enter_async_context(runner)  # entered last, so stopped first: fleet, cloud, broker
         self._runner = runner
