@@ -29,6 +29,7 @@ import aiomqtt
 import structlog
 
 from broker.cloud import CloudServices
+from broker.registry import background_steps
 from tcu_sim._aio import cancel_and_wait
 from tcu_sim.clock import Clock
 from tcu_sim.events import CloudConnection, EventStream, Source
@@ -384,8 +385,10 @@ class CloudHandler:
     async def _periodic(self, name: str, job: _Job, interval: float) -> None:
         while True:
             try:
-                async with asyncio.timeout(self.config.job_timeout_s):
-                    await job()
+                # Background work: its registry steps give the loop back between them (requests go first).
+                with background_steps():
+                    async with asyncio.timeout(self.config.job_timeout_s):
+                        await job()
             except TimeoutError:
                 self.stats.handler_errors += 1
                 log.error(f"{name}.timed_out", timeout_s=self.config.job_timeout_s)

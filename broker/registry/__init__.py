@@ -15,7 +15,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
-from ._backends import Backend, PostgresBackend, SqliteBackend
+from ._backends import Backend, PostgresBackend, SqliteBackend, background_steps
 from ._interface import LicenceChange, Registry, RegistryConflict, RegistryError, RegistryUnavailable
 from ._records import (
     AlertRecord,
@@ -76,6 +76,7 @@ __all__ = [
     "UserRecord",
     "VehicleRecord",
     "VehicleState",
+    "background_steps",
     "email_key",
     "open_registry",
 ]
