@@ -30,7 +30,8 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Any, Final
 
-from cryptography.exceptions import InvalidSignature
+import nacl.bindings
+import nacl.exceptions
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 from pydantic import BaseModel
@@ -189,10 +190,16 @@ class PublicKey:
         return self._x
 
     def verify_signature(self, signature: bytes, data: bytes) -> bool:
-        """True when `signature` is this key's Ed25519 signature over `data`."""
+        """True when `signature` is this key's Ed25519 signature over `data`.
+
+        libsodium (PyNaCl) does the arithmetic: ~45 µs against ~100 µs for `cryptography` on the development
+        machine (issue 11), and its calls release the GIL, so verifier threads can run at once. Its check is the
+        strict one (canonical S, no small-order keys or R), which every signature `cryptography` makes passes."""
+        if len(signature) != nacl.bindings.crypto_sign_BYTES:
+            return False
         try:
-            self._key.verify(signature, data)
-        except InvalidSignature:
+            nacl.bindings.crypto_sign_open(signature + data, self._x)
+        except (nacl.exceptions.BadSignatureError, ValueError, TypeError):
             return False
         return True
 
