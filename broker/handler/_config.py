@@ -50,8 +50,8 @@ class HandlerConfig(BaseModel):
     #: A car worker applies what waits in its queue as one batch of at most this many messages, in ONE registry
     #: transaction for the statuses (seq claims and last statuses together).
     car_batch_max: int = Field(default=256, ge=1, le=10_000)
-    #: How long a worker may wait for more messages before it applies a batch that is not full (0: apply what is
-    #: there; under load the queue fills while the previous batch is applied, so batches grow by themselves).
+    #: How long a worker may wait for more messages before it applies a batch that is not full (0: no timed wait;
+    #: the worker only gives the loop a few turns to bring in what already arrived, see `CloudHandler._fill`).
     car_batch_wait_s: float = Field(default=0.0, ge=0, le=1.0)
     #: PUBACK a message only once the cloud is done with it — a car message applied (committed) or refused, an
     #: app request answered — in the order the messages came (MQTT 5.0 §4.6). With a kept session the broker

@@ -292,12 +292,25 @@ class CloudHandler:
                 await self._notify_progress()
 
     async def _fill(self, queue: asyncio.Queue[CarMessage], batch: list[CarMessage]) -> None:
-        """Add what waits in the queue to `batch`, up to `car_batch_max`; wait up to `car_batch_wait_s` for more."""
+        """Add what waits in the queue to `batch`, up to `car_batch_max`; wait up to `car_batch_wait_s` for more.
+        With no wait, the loop still gets a few turns to read what the socket holds (a task's next step runs
+        before the reads of its turn, and a message passes the MQTT client's queue and the router first): two
+        for a lone message, and while messages keep coming, up to 16 turns without a new one. Registry steps no
+        longer leave the loop (SQLite runs inline), so without these turns a worker under load would apply a
+        few messages per transaction instead of what arrived meanwhile (P3: ~3 a batch instead of ~80)."""
         limit, wait = self.config.car_batch_max, self.config.car_batch_wait_s
         deadline = asyncio.get_running_loop().time() + wait
+        idle_turns = 0
         while len(batch) < limit:
             if not queue.empty():
                 batch.append(queue.get_nowait())
+                idle_turns = 0
+                continue
+            if wait == 0:
+                if idle_turns >= (2 if len(batch) == 1 else 16):
+                    return
+                idle_turns += 1
+                await asyncio.sleep(0)
                 continue
             remaining = deadline - asyncio.get_running_loop().time()
             if remaining <= 0:
