@@ -17,6 +17,7 @@ __all__ = [
     "AppRequestRefused",
     "BrokerAction",
     "CarCommandHandled",
+    "CarConnectFailed",
     "CarConnection",
     "CarControlHandled",
     "CarMessageHandled",
@@ -89,6 +90,17 @@ class CarConnection(Event):
     vin: str
     online: bool
     reason: str | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class CarConnectFailed(Event):
+    """A car's connection attempt failed (`error`: no TCP/TLS connection, no CONNACK in time, closed or refused
+    by the broker); it tries again after its backoff (`attempt` counts from 0)."""
+
+    kind: ClassVar[str] = "car_connect_failed"
+    vin: str
+    error: str
+    attempt: int
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -68,6 +68,9 @@ class _SessionStats(Protocol):
     @property
     def published(self) -> int: ...
 
+    @property
+    def connect_failures(self) -> int: ...
+
 
 class _Session(Protocol):
     @property
@@ -345,6 +348,9 @@ def _fleet_metrics(sessions: Mapping[str, _Session]) -> Iterator[Metric]:
     yield GaugeMetricFamily(f"{_NS}_fleet_cars", "Cars the fleet runs.", value=len(sessions))
     yield CounterMetricFamily(f"{_NS}_fleet_messages_published", "Messages the fleet's cars published.",
                               value=sum(s.stats.published for s in sessions.values()))
+    yield CounterMetricFamily(f"{_NS}_fleet_connect_failures", "Connection attempts of the fleet's cars that failed "
+                              "(no connection, no CONNACK in time, refused by the broker).",
+                              value=sum(s.stats.connect_failures for s in sessions.values()))
 
 
 class MetricsServer:
@@ -404,5 +410,6 @@ METRIC_NAMES: Final = (
     f"{_NS}_faults",
     f"{_NS}_faults_active",
     f"{_NS}_fleet_cars",
+    f"{_NS}_fleet_connect_failures",
     f"{_NS}_fleet_messages_published",
 )

@@ -31,7 +31,7 @@ import structlog
 from pydantic import BaseModel
 
 from tcu_sim.clock import Clock
-from tcu_sim.events import CarCommandHandled, CarConnection, CarControlHandled, EventStream, Source
+from tcu_sim.events import CarCommandHandled, CarConnectFailed, CarConnection, CarControlHandled, EventStream, Source
 from tcu_sim.protocol import (
     CLOUD,
     DEFAULT_ALGORITHMS,
@@ -106,6 +106,8 @@ class SessionStats:
 
     connects: int = 0
     disconnects: int = 0
+    #: Connection attempts that failed: no TCP/TLS connection, no CONNACK in time, or refused by the broker.
+    connect_failures: int = 0
     published: int = 0
     commands_accepted: int = 0
     commands_rejected: int = 0
@@ -257,6 +259,7 @@ class TcuSession:
             address = addresses[index]
             await self._wait_for_signal()
             self._disconnected.clear()
+            error = "closed by the broker before it confirmed the connection"
             try:
                 # The first status after connecting would create the seq file on the event loop, among thousands
                 # of handshakes: the handshake thread writes it first.
@@ -265,11 +268,19 @@ class TcuSession:
                     # Either the broker confirms (CONNACK, SUBACK) or it closes the connection (refused).
                     await _wait_any(self._connected, self._disconnected)
             except (OSError, TimeoutError) as exc:
-                self._log.info("connect failed", attempt=attempt, error=str(exc) or type(exc).__name__)
+                error = str(exc) or type(exc).__name__
+                self._log.info("connect failed", attempt=attempt, error=error)
                 link.drop()
             if self._connected.is_set():
                 attempt = 0
                 await self._disconnected.wait()
+            else:
+                self.stats.connect_failures += 1
+                if self.events is not None:
+                    self.events.publish(
+                        CarConnectFailed(at=self.clock.now(), source=Source.FLEET, vin=self.vin, error=error,
+                                         attempt=attempt)
+                    )
             index = (index + 1) % len(addresses)  # failed or lost: the next node of the cluster, if there is one
             # Full jitter: every car picks its own delay, so a fleet never comes back in one wave.
             delay = self.config.backoff.delay(attempt, self.rng)

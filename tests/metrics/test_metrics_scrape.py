@@ -15,7 +15,7 @@ from click.testing import CliRunner
 from prometheus_client.parser import text_string_to_metric_families
 
 from tcu_sim.cli import cli
-from tcu_sim.events import CarConnection, CommandChanged, FaultChanged
+from tcu_sim.events import CarConnectFailed, CarConnection, CommandChanged, FaultChanged, Source
 from tcu_sim.metrics import METRIC_NAMES, Metrics
 from tcu_sim.testing import Sandbox, SimCar, SimCloud, SimFaults, SimFleet, SimUser
 
@@ -100,6 +100,27 @@ async def test_metrics_move_after_a_command_and_a_fault(
 
     # no per-VIN label anywhere: 10,000 cars give the series of one
     assert not any(car.vin in v for (_, labels) in faulted for _, v in labels)
+
+
+async def test_failed_connects_are_counted_while_the_broker_is_down(
+    tcu_sandbox: Sandbox, metrics: Metrics, fleet: SimFleet, car: SimCar, faults: SimFaults
+) -> None:
+    if not tcu_sandbox.broker.controllable:
+        pytest.skip("the broker is not ours to stop (--tcu-broker URL)")
+    server = metrics.serve(0)
+    name = "tcu_sim_fleet_connect_failures_total"
+    assert value(await scrape(server.url), name) == 0
+    async with tcu_sandbox.events.subscribe(CarConnectFailed, CarConnection, name="test") as seen:
+        await faults.broker_kill()
+        failed = await seen.wait_for(lambda e: isinstance(e, CarConnectFailed) and e.vin == car.vin, timeout=WAIT)
+        assert isinstance(failed, CarConnectFailed)
+        assert failed.error
+        await faults.broker_start()
+        await seen.wait_for(
+            lambda e: isinstance(e, CarConnection) and e.source is Source.FLEET and e.vin == car.vin and e.online,
+            timeout=WAIT * 6,
+        )
+    assert value(await scrape(server.url), name) >= 1
 
 
 async def test_a_refused_app_request_is_counted_by_op_and_code(
