@@ -1,7 +1,12 @@
-"""The benchmark's figures: each with its unit, the SPEC §6 target beside it and whether it is met.
+"""The benchmark's figures: each with its unit, the SPEC §6 target and the baseline beside it, and whether the
+target is met.
 
 A `Figure` that could not be measured keeps `value=None` and says why in `note`; the table prints it as
 "not measured" and the JSON keeps it, so a run never pretends to a number it does not have.
+
+The JSON lists every figure with its label, target and note (`sizes[].figures`), and also holds the values alone
+under stable keys (`values`: per fleet size as text, e.g. `values["1000"]["P2.p99"]`, and
+`values["shared"]["P3.rate"]`), so that scripts comparing runs need not search the lists.
 """
 
 from __future__ import annotations
@@ -15,11 +20,14 @@ from typing import Any
 
 __all__ = [
     "BASELINE",
+    "BASELINES",
+    "STABLE_KEYS",
     "BenchReport",
     "Figure",
     "SizeReport",
     "at_least",
     "at_most",
+    "baseline_for",
     "percentile",
     "render_table",
 ]
@@ -29,6 +37,34 @@ BASELINE: dict[str, str] = {
     "cpu": "0.76 core @10k",
     "rtt": "p50 44 ms, p99 1.3 s @10k (p50 1.5 ms @1k with TCP_NODELAY)",
 }
+
+
+#: The figures of issue 11 before its work (2026-12-05, idle 2-core machine, `python -m tcu_sim.bench --sizes
+#: 1000,10000`), printed beside each run's: by figure key, and fleet size (0: independent of the size).
+BASELINES: dict[tuple[str, int], str] = {
+    ("P2.p50", 1000): "102 ms",
+    ("P2.p99", 1000): "214 ms",
+    ("P2.p99", 10000): "311 ms",
+    ("P1.rtt.p50", 10000): "3.1 ms",
+    ("P1.rtt.p99", 10000): "322 ms",
+    ("P2.cloud_cpu_ms_per_command", 1000): "13 ms",
+    ("P2.cloud_cpu_ms_per_command", 10000): "13 ms",
+    ("P3.rate", 0): "3,359 msg/s",
+    ("P3.cpu_rate", 0): "3,232 msg/s",
+    ("P1.rss_car", 10000): "62 KiB",
+    ("P4.storm.cpu_fleet", 10000): "3.5 ms",
+}
+
+#: The keys the JSON's `values` always has (None when not measured), whatever else a run adds.
+STABLE_KEYS: dict[str, tuple[str, ...]] = {
+    "size": ("P1.rss_car", "P2.p50", "P2.p99", "P2.cloud_cpu_ms_per_command"),
+    "shared": ("P3.rate", "P3.cpu_rate"),
+}
+
+
+def baseline_for(key: str, cars: int) -> str:
+    """The baseline of a figure at a fleet size (0: a size-independent figure), or ""."""
+    return BASELINES.get((key, cars), "")
 
 
 @dataclass(slots=True)
@@ -42,6 +78,7 @@ class Figure:
     target: str = ""
     met: bool | None = None
     note: str = ""
+    baseline: str = ""
 
     def shown(self) -> str:
         """The value as the table prints it."""
@@ -95,7 +132,7 @@ class SizeReport:
     ) -> Figure:
         """Record a figure (replacing one with the same key); `check` decides `met` when there is a value."""
         met = None if value is None or check is None or math.isnan(value) else bool(check(value))
-        figure = Figure(key, label, value, unit, target, met, note)
+        figure = Figure(key, label, value, unit, target, met, note, baseline_for(key, self.cars))
         self.figures = [f for f in self.figures if f.key != key] + [figure]
         return figure
 
@@ -135,12 +172,30 @@ class BenchReport:
                 {"cars": s.cars, "figures": [asdict(f) for f in s.figures], "details": s.details} for s in self.sizes
             ],
             "shared": {"figures": [asdict(f) for f in self.shared.figures], "details": self.shared.details},
+            "values": self.values(),
             "errors": self.errors,
         }
+
+    def values(self) -> dict[str, dict[str, float | None]]:
+        """Every figure's value by stable key: per fleet size (`"1000"`) and `"shared"`; the `STABLE_KEYS` are
+        always there (None when not measured)."""
+        out: dict[str, dict[str, float | None]] = {}
+        for size in self.sizes:
+            values: dict[str, float | None] = dict.fromkeys(STABLE_KEYS["size"])
+            values.update({f.key: _finite(f.value) for f in size.figures})
+            out[str(size.cars)] = values
+        shared: dict[str, float | None] = dict.fromkeys(STABLE_KEYS["shared"])
+        shared.update({f.key: _finite(f.value) for f in self.shared.figures})
+        out["shared"] = shared
+        return out
 
     def write_json(self, path: Path) -> None:
         """Save the figures as JSON."""
         path.write_text(json.dumps(self.as_dict(), indent=2, default=str) + "\n", encoding="utf-8")
+
+
+def _finite(value: float | None) -> float | None:
+    return None if value is None or math.isnan(value) else value
 
 
 def percentile(values: Sequence[float], pct: float) -> float:
@@ -166,18 +221,20 @@ def render_table(report: BenchReport) -> str:
     out: list[str] = [f"tcu-sim bench, {report.started_at}", f"  {report.command}"]
     for key, value in report.machine.items():
         out.append(f"  {key}: {value}")
-    headers = ("id", "figure", "value", "SPEC target", "verdict", "note")
+    headers = ("id", "figure", "value", "SPEC target", "verdict", "baseline", "note")
     for size in report.sizes:
         out += ["", f"== {size.cars:,} cars =="]
         out += _table(
-            ((f.key, f.label, f.shown(), f.target, f.verdict(), f.note) for f in size.figures), headers
+            ((f.key, f.label, f.shown(), f.target, f.verdict(), f.baseline, f.note) for f in size.figures), headers
         )
     if report.shared.figures:
         out += ["", "== independent of fleet size =="]
         out += _table(
-            ((f.key, f.label, f.shown(), f.target, f.verdict(), f.note) for f in report.shared.figures), headers
+            ((f.key, f.label, f.shown(), f.target, f.verdict(), f.baseline, f.note) for f in report.shared.figures),
+            headers,
         )
-    out += ["", f"naive baseline (SPEC §6): {BASELINE['cpu']}; round trip {BASELINE['rtt']}"]
+    out += ["", f"naive baseline (SPEC §6): {BASELINE['cpu']}; round trip {BASELINE['rtt']}",
+            "baseline column: the figures before issue 11's work (2026-12-05, idle 2-core machine)"]
     for error in report.errors:
         out.append(f"error: {error}")
     return "\n".join(out)

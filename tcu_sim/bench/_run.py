@@ -361,6 +361,9 @@ async def _app_figures(
         _rtt_figures(report, "P2", "app round trip", trips, size, "P2", cloud_cpu["others"])
         report.add("P2.cloud_cpu", f"cloud CPU at {options.command_rate:g} app commands/s", cloud_cpu["cloud"],
                    "core")
+        report.add("P2.cloud_cpu_ms_per_command", "cloud CPU per app command",
+                   cloud_cpu["cloud"] / options.command_rate * 1000, "ms", target="≤ 1.5 ms", check=at_most(1.5),
+                   note="its core share over the commands' window / command rate")
         report.details["P2"]["start_backlog_s"] = round(backlog_s, 2)
         report.details["P2"]["setup_s"] = round(rig.setup_s, 2)
         report.details["P2"]["users"] = len(app_vins)

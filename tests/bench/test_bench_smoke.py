@@ -28,7 +28,7 @@ PER_SIZE = (
     "P4.connect", "P4.connect_fleet", "P4.cold", "P4.rate", "P4.cpu_fleet", "P4.cpu_broker", "P4.floor",
     "P1.cpu", "P1.rss_car", "P1.rss", "P1.online", "P1.others", "P1.cpu_load",
     "P1.rtt.p50", "P1.rtt.p99", "P1.rtt.ok",
-    "P2.p50", "P2.p99", "P2.ok", "P2.cloud_cpu",
+    "P2.p50", "P2.p99", "P2.ok", "P2.cloud_cpu", "P2.cloud_cpu_ms_per_command",
     "P4.storm", "P4.storm_rate", "P4.storm_failed", "P4.storm.cpu_fleet", "P4.storm.floor",
 )
 
