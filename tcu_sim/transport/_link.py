@@ -13,11 +13,18 @@ bounds how many handshakes run at once (the connect rate of a reconnect storm).
 
 Memory: an `ssl.SSLContext` costs about 26 KiB (OpenSSL's SSL_CTX with the CA store and the key pair), more than
 the rest of a car's Python state. A link given a `ClientCertificate` instead of a context therefore has no
-context of its own: each handshake thread keeps one context per CA and loads the car's certificate into it right
-before the connection is created. OpenSSL copies the certificate and key into each connection when it creates
-it (SSL_new), and "changes applied to ctx do not propagate to already existing SSL objects"
-(SSL_CTX_use_certificate(3)), so the next car's certificate loaded into the same context leaves the established
-connection's identity alone; a context is only ever changed by its own thread, between handshakes.
+context of its own: the pool keeps one context per CA and loads the car's certificate into it right before the
+connection is created. OpenSSL copies the certificate and key into each connection when it creates it (SSL_new),
+and "changes applied to ctx do not propagate to already existing SSL objects" (SSL_CTX_use_certificate(3)), so
+the next car's certificate loaded into the same context leaves the established connection's identity alone;
+loading and SSL_new happen under one lock (`LinkPool.wrap_for`), the handshakes outside it. (CPython already
+sets SSL_MODE_RELEASE_BUFFERS on every context: an idle connection holds no read or write buffer.)
+
+Reconnects resume TLS: a link keeps its connection's `ssl.SSLSession` when the connection closes (with TLS 1.3
+the broker's ticket arrives after the handshake) and offers it on the next connect. A resumed handshake skips
+the certificate exchange and the signatures; the broker keeps the client identity the session was made with
+(the car's own certificate: a session is only ever offered by the link that made it), so its ACLs still apply.
+Sessions are only accepted by the context that made them, hence one context per CA for all handshake threads.
 """
 
 from __future__ import annotations
@@ -71,21 +78,21 @@ class ClientCertificate:
 
 class _CertificateTls:
     """What paho sees as its SSL context for a link with a `ClientCertificate` (paho calls only `wrap_socket`
-    and reads `check_hostname`): the calling thread's shared context, with this car's certificate loaded."""
+    and reads `check_hostname`): the pool's shared context for the CA, with this car's certificate loaded, and
+    this car's last TLS session offered for resumption."""
 
-    __slots__ = ("_identity", "_pool")
+    __slots__ = ("_identity", "_pool", "session")
 
     check_hostname = True  # the shared contexts check the host name (paho then skips its own check)
 
     def __init__(self, pool: LinkPool, identity: ClientCertificate) -> None:
         self._pool = pool
         self._identity = identity
+        #: This car's last TLS session (kept when its connection closes), offered on the next connect.
+        self.session: ssl.SSLSession | None = None
 
     def wrap_socket(self, sock: socket.socket, **kwargs: Any) -> ssl.SSLSocket:
-        context = self._pool.handshake_context(self._identity.ca_cert)
-        context.load_cert_chain(self._identity.cert, self._identity.key)
-        # SSL_new copies the certificate and key now: the context is free for the next car once this returns.
-        return context.wrap_socket(sock, **kwargs)
+        return self._pool.wrap_for(self._identity, sock, self.session, **kwargs)
 
 
 @dataclass(slots=True)
@@ -102,7 +109,7 @@ class LinkCallbacks:
 class MqttLink:
     """One car's MQTT connection: connect, publish, subscribe, and report what happens through callbacks."""
 
-    __slots__ = ("_callbacks", "_client", "_closing", "_pool", "_sock", "client_id", "connected")
+    __slots__ = ("_callbacks", "_client", "_closing", "_pool", "_sock", "_tls", "client_id", "connected", "tls_resumed")
 
     def __init__(
         self,
@@ -122,7 +129,11 @@ class MqttLink:
         self._callbacks = callbacks
         self._closing = False
         self._sock: Any = None
+        self._tls: _CertificateTls | None = None
         self.connected = False
+        #: Whether the last TLS handshake resumed the car's previous session (no certificate exchange, no
+        #: key exchange signature: the broker keeps the identity the session was made with).
+        self.tls_resumed = False
         client = mqtt.Client(
             CallbackAPIVersion.VERSION2,
             client_id=client_id,
@@ -135,7 +146,8 @@ class MqttLink:
         client.max_queued_messages_set(0)
         if isinstance(tls, ClientCertificate):
             # paho types its context as ssl.SSLContext but only calls wrap_socket() and reads check_hostname.
-            client.tls_set_context(cast(ssl.SSLContext, _CertificateTls(pool, tls)))
+            self._tls = _CertificateTls(pool, tls)
+            client.tls_set_context(cast(ssl.SSLContext, self._tls))
         elif tls is not None:
             client.tls_set_context(tls)
         if username is not None:
@@ -205,6 +217,7 @@ class MqttLink:
         self._closing = True
         sock = self._sock
         if sock is not None:
+            self._keep_session(sock)
             self._pool.unwatch(sock)
             self._sock = None
             with contextlib.suppress(OSError):
@@ -229,9 +242,23 @@ class MqttLink:
         if self._sock is not sock:
             return
         set_nodelay(sock)
+        self.tls_resumed = bool(getattr(sock, "session_reused", False))
+        if self._tls is not None:
+            self._tls.session = None  # used; the connection's own session is kept when it closes
         self._pool.watch_read(sock, self._readable)
 
+    def _keep_session(self, sock: Any) -> None:
+        """Keep the TLS session of a connection about to close, for the next connect (TLS 1.3: the broker's
+        ticket arrives after the handshake, so it is taken at the end, not the start)."""
+        if self._tls is None or not isinstance(sock, ssl.SSLSocket):
+            return
+        with contextlib.suppress(OSError, ValueError, AttributeError):
+            session = sock.session
+            if session is not None and (session.has_ticket or session.id):
+                self._tls.session = session
+
     def _on_socket_close(self, client: mqtt.Client, userdata: Any, sock: Any) -> None:
+        self._keep_session(sock)
         self._pool.unwatch(sock)
         if self._sock is sock:
             self._sock = None
@@ -286,6 +313,7 @@ class MqttLink:
     def _mark_disconnected(self, reason: str) -> None:
         sock = self._sock
         if sock is not None:
+            self._keep_session(sock)
             self._pool.unwatch(sock)
             self._sock = None
             with contextlib.suppress(OSError):
@@ -306,7 +334,8 @@ class LinkPool:
         self._max_handshakes = max_concurrent_handshakes
         self._handshakes = asyncio.Semaphore(max_concurrent_handshakes)
         self._executor: ThreadPoolExecutor | None = None
-        self._thread_tls = threading.local()  # per handshake thread: {CA path: shared client context}
+        self._contexts: dict[str | Path, ssl.SSLContext] = {}  # CA path -> the client context shared by all cars
+        self._tls_lock = threading.Lock()  # one certificate loaded and copied into a connection at a time
         self._interval = housekeeping_interval_s
         self._links: list[MqttLink] = []
         self._task: asyncio.Task[None] | None = None
@@ -360,15 +389,29 @@ class LinkPool:
             raise OSError(f"MQTT connect failed: {rc}")
 
     def handshake_context(self, ca_cert: str | Path) -> ssl.SSLContext:
-        """The calling thread's shared client context trusting `ca_cert` (see `ClientCertificate`)."""
-        contexts: dict[str | Path, ssl.SSLContext] | None = getattr(self._thread_tls, "contexts", None)
-        if contexts is None:
-            contexts = self._thread_tls.contexts = {}
-        context = contexts.get(ca_cert)
+        """The shared client context trusting `ca_cert` (see `ClientCertificate`); change it only under
+        `wrap_for`'s lock."""
+        context = self._contexts.get(ca_cert)
         if context is None:
             context = ssl.create_default_context(ssl.Purpose.SERVER_AUTH, cafile=str(ca_cert))
-            contexts[ca_cert] = context
+            context = self._contexts.setdefault(ca_cert, context)
         return context
+
+    def wrap_for(
+        self, identity: ClientCertificate, sock: socket.socket, session: ssl.SSLSession | None, **kwargs: Any
+    ) -> ssl.SSLSocket:
+        """`sock` wrapped for `identity` by the shared context (no handshake yet: paho asks for it apart), with
+        `session` offered for resumption. The certificate is loaded and copied into the connection (SSL_new)
+        under a lock, so that two handshake threads never mix their cars' certificates; the handshakes
+        themselves run outside it, at once. One context per CA for all threads is what lets a car resume: a
+        session is only accepted by the context that made it."""
+        with self._tls_lock:
+            context = self.handshake_context(identity.ca_cert)
+            context.load_cert_chain(identity.cert, identity.key)
+            if session is not None:
+                with contextlib.suppress(ValueError):  # a session of another context: a full handshake
+                    return context.wrap_socket(sock, session=session, **kwargs)
+            return context.wrap_socket(sock, **kwargs)
 
     def on_loop_thread(self) -> bool:
         return threading.get_ident() == self._loop_thread
