@@ -147,6 +147,11 @@ class _SqliteTx:
             conn.executemany(sql, rows)
             return []
 
+        if self._autocommit:
+            # One statement per row outside a transaction: a busy lock could stop it half-way, so no quick try
+            # that might be run again; the worker thread waits for the lock.
+            await self._db.in_worker(run)
+            return
         await self._step(run, write=True)
 
 

@@ -60,6 +60,12 @@ async def test_steps_run_on_the_loops_thread_unless_they_are_background_work(tmp
         in_worker = [sql for thread, sql in ran if thread.startswith("sqlite")]
         assert "INSERT" in in_worker  # the counter's upsert
         assert "BEGIN" in in_worker  # the claim's transaction
+        ran.clear()
+        # Several rows outside a transaction are several statements: never tried inline (a busy lock half-way
+        # through would have the retry write the first rows twice).
+        async with backend.statement() as tx:
+            await tx.executemany("INSERT INTO counters (name, value) VALUES (?, ?)", [("a", 1), ("b", 2)])
+        assert [thread.startswith("sqlite") for thread, sql in ran if sql == "INSERT"] == [True, True]
 
 
 async def test_a_step_waits_for_another_process_without_stopping_the_loop(tmp_path: Path) -> None:
