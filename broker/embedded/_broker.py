@@ -31,6 +31,8 @@ refused (SUBACK 0x80) instead of granted and filtered per message.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 import ssl
 from collections.abc import Mapping
@@ -53,6 +55,8 @@ from ._plugins import SecurityState, certificate_name
 __all__ = ["EmbeddedBroker"]
 
 _log = logging.getLogger(__name__)
+_STOP_TIMEOUT_S = 10.0
+_RECANCEL_EVERY_S = 0.25
 
 _DEVICE = "default"  # amqtt requires a listener called "default"; in secured mode it is the device listener
 _APP = "app"
@@ -204,10 +208,32 @@ class EmbeddedBroker:
         _log.info("embedded broker listening on %s:%s (secured=%s)", self.host, self.port, self.secured)
 
     async def stop(self) -> None:
-        """Close the listeners and every session."""
+        """Close the listeners and every session.
+
+        amqtt stops a session by cancelling its reader task and waiting until the reader says it stopped; on
+        Python 3.11 that cancellation can be lost inside the reader's `asyncio.wait_for` (a race with data
+        arriving), and the shutdown then waits forever (seen as a hung broker kill in the suite). So the shutdown
+        runs as a task, and while it is not done every reader that is being cancelled but still runs is
+        cancelled again, for at most `_STOP_TIMEOUT_S`."""
         broker, self._broker = self._broker, None
-        if broker is not None:
-            await broker.shutdown()
+        if broker is None:
+            return
+        shutdown = asyncio.ensure_future(broker.shutdown())
+        deadline = asyncio.get_running_loop().time() + _STOP_TIMEOUT_S
+        while not shutdown.done():
+            done, _ = await asyncio.wait({shutdown}, timeout=_RECANCEL_EVERY_S)
+            if done:
+                break
+            for task in asyncio.all_tasks():
+                name = getattr(task.get_coro(), "__qualname__", "")
+                if name.endswith("_reader_loop") and task.cancelling() and not task.done():
+                    task.cancel()
+            if asyncio.get_running_loop().time() > deadline:
+                shutdown.cancel()
+                _log.error("the embedded broker did not shut down within %s s", _STOP_TIMEOUT_S)
+                break
+        with contextlib.suppress(asyncio.CancelledError):
+            await shutdown
 
     async def __aenter__(self) -> EmbeddedBroker:
         await self.start()
