@@ -59,7 +59,9 @@ async def test_killing_a_node_moves_its_cars_to_the_others_and_loses_nothing(
 
             target = sorted(moved)[0]
             app = await stack.enter_async_context(
-                AppClient(cluster.host, cluster.mqtt_ports[2], APP, tls_context=cluster.ssl_context(APP))
+                # A cluster that just lost a node re-elects its JetStream leaders before QoS 1 flows again: on a
+                # loaded machine that took longer than the app's default 10 s to answer.
+                AppClient(cluster.host, cluster.mqtt_ports[2], APP, tls_context=cluster.ssl_context(APP), timeout=WAIT)
             )
             await sign_up(app, "driver@example.com", "a-long-password-1", "2580")
             await enrol(app, target, at_the_car)
