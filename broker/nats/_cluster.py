@@ -21,6 +21,7 @@ import re
 import shutil
 import signal
 import ssl
+import urllib.request
 from collections.abc import Iterable
 from pathlib import Path
 from types import TracebackType
@@ -38,6 +39,7 @@ __all__ = ["NatsCluster", "NatsError", "NatsNotFound", "find_nats_server"]
 
 _SEARCH_PATHS = ("/usr/sbin/nats-server", "/usr/local/bin/nats-server", "/usr/bin/nats-server")
 _READY = re.compile(r"Server is ready")
+_HEALTH_POLL_S = 0.2  # seconds between looks at /healthz
 _LOG_TAIL = 30
 _NOT_FOUND = "nats-server not found: install it (apt-get install nats-server) or set TCU_SIM_NATS_SERVER"
 
@@ -291,6 +293,29 @@ class NatsCluster:
                 node.kill_now()
                 await node.process.wait()
         await node.drain()
+
+    async def wait_healthy(self, timeout: float) -> None:
+        """Wait until every running node's monitoring endpoint (`/healthz`) says it is healthy, JetStream included:
+        after a node was lost, its streams and consumers have leaders again and QoS 1 flows. Polled (no log line
+        says it); TimeoutError after `timeout` seconds naming the nodes that are not."""
+
+        def healthy(port: int) -> bool:
+            try:
+                with urllib.request.urlopen(f"http://{self.host}:{port}/healthz", timeout=2) as reply:
+                    return bool(reply.status == 200)
+            except (OSError, ValueError):
+                return False
+
+        waiting = [n for n in self._nodes if n.running]
+        try:
+            async with asyncio.timeout(timeout):
+                while waiting:
+                    states = await asyncio.gather(*(asyncio.to_thread(healthy, n.node.http) for n in waiting))
+                    waiting = [n for n, ok in zip(waiting, states, strict=True) if not ok]
+                    if waiting:
+                        await asyncio.sleep(_HEALTH_POLL_S)
+        except TimeoutError:
+            raise TimeoutError(f"not healthy within {timeout:g} s: {', '.join(n.node.name for n in waiting)}") from None
 
     async def kill_node(self, index: int) -> None:
         """SIGKILL node `index`: a node lost (its clients drop; what JetStream replicated survives)."""

@@ -134,7 +134,8 @@ class AppClient:
                 await client.subscribe(self._topic_responses, qos=1)
                 await client.subscribe(self._topic_events, qos=1)
         except (aiomqtt.MqttError, TimeoutError) as exc:
-            await client.__aexit__(None, None, None)
+            with contextlib.suppress(aiomqtt.MqttError, TimeoutError):  # the connection may be gone already
+                await client.__aexit__(None, None, None)
             raise AppConnectionError(f"cannot subscribe to the app topics: {exc}") from None
         self._client = client
         self._closed = None
