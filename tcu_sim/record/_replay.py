@@ -342,6 +342,9 @@ async def replay(recording: Recording, options: ReplayOptions | None = None) -> 
         config = StackConfig(
             state_dir=state, broker=options.broker, port=0, app_port=0, port_fallback=False,
             cloud_overrides=dict(options.cloud_overrides),
+            # Transport faults are not replayed (see docs/record-replay.md), and a profile's latency on the fault
+            # proxy would only slow the replay's answers down in real time while its clock is virtual.
+            fault_proxy=False,
         )
         clock = VirtualClock(start=header.virtual_started_at)
         # A throw-away stack: cheap password hashing changes no answer, only how long a login takes.
