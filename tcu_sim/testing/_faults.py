@@ -14,6 +14,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
+from tcu_sim.events import CarConnection, Source, Subscription
 from tcu_sim.faults import CarFault, FleetFaults, Injection, parse_fault
 
 from ._errors import HarnessSetupError, NotSupported, WaitTimeout
@@ -42,6 +43,11 @@ class SimFaults:
         self.fleet = fleet
         self.cloud = cloud
         self.users = users
+        #: The cloud's connections and the cars' reconnects seen by the time the broker went down, so that
+        #: `broker_start` waits for NEW connections (a client that has not noticed the outage yet still looks
+        #: connected, and a request sent then is lost).
+        self._cloud_connects: int | None = None
+        self._outage: Subscription[CarConnection] | None = None
 
     def __repr__(self) -> str:
         return f"SimFaults(broker={self.broker!r}, fleet={self.fleet!r})"
@@ -87,11 +93,41 @@ class SimFaults:
     # --- the broker
     async def broker_stop(self) -> None:
         """Stop the broker cleanly (Mosquitto saves its persistence file; clients lose their connections)."""
+        self._mark_outage()
         await self.broker.stop()
 
     async def broker_kill(self) -> None:
         """Kill the broker (a crash: what Mosquitto has not saved yet is lost)."""
+        self._mark_outage()
         await self.broker.kill()
+
+    def _mark_outage(self) -> None:
+        if self.cloud is not None:
+            self._cloud_connects = self.cloud.handler.stats.connects
+        if self.fleet is not None and self._outage is None:
+            self._outage = self.fleet.events.subscribe(CarConnection, name="sim-faults.outage")
+
+    async def _wait_back(self, timeout: float) -> None:
+        """Every car of the fleet connected again since the outage began (a `CarConnection` online of its own)."""
+        outage, self._outage = self._outage, None
+        if outage is None or self.fleet is None:
+            return
+        with outage:
+            waiting = {car.vin for car in self.fleet.cars}
+
+            def back(event: CarConnection) -> bool:
+                if event.source is Source.FLEET and event.online:
+                    waiting.discard(event.vin)
+                return not waiting
+
+            try:
+                if waiting:
+                    await outage.wait_for(back, timeout)
+            except TimeoutError:
+                raise WaitTimeout(
+                    f"{len(waiting)} car(s) did not reconnect to {self.broker.url} within {timeout:g} s: "
+                    f"{', '.join(sorted(waiting)[:5])}"
+                ) from None
 
     async def broker_start(self, *, wait: bool = True, timeout: float = 15.0) -> None:
         """Start the broker again on the same ports. With `wait`, return once the cloud and the fleet's cars
@@ -101,18 +137,23 @@ class SimFaults:
             return
         if self.cloud is not None:
             try:
-                await self.cloud.handler.wait_ready(timeout)
+                if self._cloud_connects is None:
+                    await self.cloud.handler.wait_ready(timeout)
+                else:
+                    await self.cloud.handler.link.wait_connects(self._cloud_connects + 1, timeout)
             except TimeoutError:
                 raise WaitTimeout(
                     f"the cloud did not reconnect to {self.broker.url} within {timeout:g} s "
                     f"({self.cloud.handler.link.last_error})\n{self.broker.log_tail(10)}"
                 ) from None
+            self._cloud_connects = None
         if self.fleet is not None:
+            await self._wait_back(timeout)
             await self.fleet.wait_online(timeout)
         for user in self.users:
             await user.reconnect()  # a phone app opens a new connection; the session token stays valid
 
     async def broker_restart(self, *, wait: bool = True, timeout: float = 15.0) -> None:
         """Stop and start the broker; with `wait`, return once cloud, cars and apps are back (see `broker_start`)."""
-        await self.broker.stop()
+        await self.broker_stop()
         await self.broker_start(wait=wait, timeout=timeout)
