@@ -41,7 +41,6 @@ from tcu_sim.fleet._expand import (
     select_cars,
     select_shard,
 )
-from tcu_sim.fleet._hook import FleetHook, NoHook
 from tcu_sim.fleet._limits import raise_open_files_limit
 from tcu_sim.fleet._load import fleet_schema, fleet_schema_json, load_fleet, parse_fleet
 from tcu_sim.fleet._lock import (
@@ -55,7 +54,15 @@ from tcu_sim.fleet._lock import (
     write_endpoints,
 )
 from tcu_sim.fleet._provision import ProvisionResult, issue_certificates, provision
-from tcu_sim.fleet._runner import BrokerUrl, FleetRunner, car_tls_context, parse_broker_url, parse_broker_urls
+from tcu_sim.fleet._runner import (
+    BrokerUrl,
+    FleetHook,
+    FleetRunner,
+    NoHook,
+    car_tls_context,
+    parse_broker_url,
+    parse_broker_urls,
+)
 from tcu_sim.fleet._selectors import CarSelector, parse_selector
 from tcu_sim.fleet._state import CLOUD_KID, Manifest, ManifestVehicle, StateDir
 

@@ -9,7 +9,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 from urllib.parse import unquote, urlsplit
 
 import structlog
@@ -19,13 +19,13 @@ from tcu_sim._aio import cancel_and_wait
 from tcu_sim.clock import Clock
 from tcu_sim.events import EventStream
 from tcu_sim.fleet._expand import CarSpec
-from tcu_sim.fleet._hook import FleetHook, NoHook
 from tcu_sim.fleet._state import StateDir
 from tcu_sim.protocol import KeySet, Topics
 from tcu_sim.transport import (
     Backoff,
     BrokerAddress,
     ClientCertificate,
+    FaultHandler,
     LinkPool,
     SeqStore,
     TcuConfig,
@@ -33,7 +33,15 @@ from tcu_sim.transport import (
 )
 from tcu_sim.vehicle import Vehicle
 
-__all__ = ["BrokerUrl", "FleetRunner", "car_tls_context", "parse_broker_url", "parse_broker_urls"]
+__all__ = [
+    "BrokerUrl",
+    "FleetHook",
+    "FleetRunner",
+    "NoHook",
+    "car_tls_context",
+    "parse_broker_url",
+    "parse_broker_urls",
+]
 
 log = structlog.get_logger("tcu_sim.fleet")
 
@@ -106,6 +114,63 @@ class FleetStats:
     extra: dict[str, Any] = field(default_factory=dict)
 
 
+# -- the fleet hook ------------------------------------------------------------------------------------------
+# What a fleet run lets take part beside its cars: a `FleetHook`. The fault layer (`tcu_sim.faults.FleetFaults`)
+# is one; the fleet knows it only through this interface, so `tcu_sim.fleet` never imports `tcu_sim.faults`.
+#
+# `FleetRunner` drives the hook through the run:
+#
+# 1. it makes every car's `TcuSession` with the hook's `fault_handler` (who takes `fault` controls on
+#    `sim/{vin}/control`; None: the car refuses them like any control it cannot do);
+# 2. `await hook.attach(runner)` before any car connects (the runner's sessions, cars, clock, broker and
+#    `events` stream are there to use); an `attach` that fails cleans up after itself;
+# 3. `hook.address_for(vin, address)` for where each car connects (a fault proxy's route, or the broker);
+# 4. `await hook.detach()` after the cars stopped.
+#
+# `NoHook` is the default: cars connect straight to the broker and refuse `fault` controls.
+
+
+class FleetHook(Protocol):
+    """Takes part in a fleet run (see the module docstring)."""
+
+    @property
+    def fault_handler(self) -> FaultHandler | None:
+        """Who takes the cars' `fault` controls (None: they are refused)."""
+        ...
+
+    async def attach(self, runner: FleetRunner) -> None:
+        """Take part in `runner`'s run, before any car connects."""
+        ...
+
+    def address_for(self, vin: str, address: BrokerAddress) -> BrokerAddress:
+        """Where car `vin` connects (`address`: the broker's)."""
+        ...
+
+    async def detach(self) -> None:
+        """Let go of the run, after its cars stopped."""
+        ...
+
+
+class NoHook:
+    """Nothing takes part: cars connect straight to the broker and refuse `fault` controls."""
+
+    def __repr__(self) -> str:
+        return "NoHook()"
+
+    @property
+    def fault_handler(self) -> FaultHandler | None:
+        return None
+
+    async def attach(self, runner: FleetRunner) -> None:
+        return None
+
+    def address_for(self, vin: str, address: BrokerAddress) -> BrokerAddress:
+        return address
+
+    async def detach(self) -> None:
+        return None
+
+
 class FleetRunner:
     """Runs every car of `cars` against one broker until the context exits.
 
@@ -113,7 +178,7 @@ class FleetRunner:
     async with runner as fleet:
         await fleet.wait_all_online(timeout=30)
 
-    `faults` is what takes part in the run beside the cars (a `FleetHook`, see `tcu_sim.fleet._hook`): the fault
+    `faults` is what takes part in the run beside the cars (a `FleetHook`, see above): the fault
     layer `tcu_sim.faults.FleetFaults` applies the cars' connectivity profiles, takes live `fault` controls, and
     may route cars through a fault proxy. None: nothing does (`NoHook`; cars refuse `fault` controls).
     """
