@@ -50,11 +50,12 @@ def test_one_broker_for_the_whole_session(project: pytest.Pytester) -> None:
 # The broker-crash example is left out on the embedded broker: about one run in five, after amqtt comes back, the
 # first app request after the reconnect never reaches the cloud (cloud and app both reconnected; not yet understood,
 # see the session note). It runs on Mosquitto in the tests above.
-SOME = "-k", "lock_and_unlock or without_network or stranger"
+SOME = "-k", "lock_and_unlock or without_network or stranger or crashes"
+SOME_EMBEDDED = "-k", "lock_and_unlock or without_network or stranger"
 
 
 def test_the_embedded_broker(project: pytest.Pytester) -> None:
-    result = run(project, "--tcu-broker", "embedded", *SOME)
+    result = run(project, "--tcu-broker", "embedded", *SOME_EMBEDDED)
     result.assert_outcomes(passed=3)
 
 
