@@ -36,7 +36,7 @@ from ._passwords import (
     write_password_file,
 )
 from ._probe import ConnectOutcome, probe_connect
-from ._process import MosquittoBroker, MosquittoError, MosquittoNotFound, find_mosquitto, free_ports
+from ._process import MosquittoBroker, MosquittoError, MosquittoNotFound, find_executable, find_mosquitto, free_ports
 
 __all__ = [
     "DEFAULT_ITERATIONS",
@@ -54,6 +54,7 @@ __all__ = [
     "MosquittoFiles",
     "MosquittoNotFound",
     "filter_covers",
+    "find_executable",
     "find_mosquitto",
     "free_ports",
     "hash_password",

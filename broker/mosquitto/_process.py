@@ -62,19 +62,22 @@ class MosquittoNotFound(MosquittoError):
         super().__init__(message)
 
 
-def find_mosquitto() -> Path | None:
-    """The mosquitto binary: $TCU_SIM_MOSQUITTO, then PATH, then the usual sbin directories (not on every PATH)."""
-    configured = os.environ.get("TCU_SIM_MOSQUITTO")
+def find_executable(name: str, env: str, search_paths: Iterable[str]) -> Path | None:
+    """A server binary: the path in $`env` (None when that is not an executable file), then PATH, then
+    `search_paths` (sbin directories are not on every PATH)."""
+    configured = os.environ.get(env)
     if configured:
         path = Path(configured)
         return path if path.is_file() and os.access(path, os.X_OK) else None
-    found = shutil.which("mosquitto")
+    found = shutil.which(name)
     if found:
         return Path(found)
-    for candidate in _SEARCH_PATHS:
-        if os.access(candidate, os.X_OK):
-            return Path(candidate)
-    return None
+    return next((Path(c) for c in search_paths if os.access(c, os.X_OK)), None)
+
+
+def find_mosquitto() -> Path | None:
+    """The mosquitto binary: $TCU_SIM_MOSQUITTO, then PATH, then the usual sbin directories (not on every PATH)."""
+    return find_executable("mosquitto", "TCU_SIM_MOSQUITTO", _SEARCH_PATHS)
 
 
 def free_ports(host: str, count: int) -> list[int]:

@@ -16,9 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import os
 import re
-import shutil
 import signal
 import ssl
 import urllib.request
@@ -29,7 +27,7 @@ from typing import Any, Self
 
 import aiomqtt
 
-from broker.mosquitto import AclPolicy, ConnectOutcome, free_ports, probe_connect
+from broker.mosquitto import AclPolicy, ConnectOutcome, find_executable, free_ports, probe_connect
 from broker.pki import CLOUD, FleetPKI
 from tcu_sim._net import SOCKET_OPTIONS
 
@@ -57,14 +55,7 @@ class NatsNotFound(NatsError):
 
 def find_nats_server() -> Path | None:
     """The nats-server binary: $TCU_SIM_NATS_SERVER, then PATH, then the usual directories."""
-    configured = os.environ.get("TCU_SIM_NATS_SERVER")
-    if configured:
-        path = Path(configured)
-        return path if path.is_file() and os.access(path, os.X_OK) else None
-    found = shutil.which("nats-server")
-    if found:
-        return Path(found)
-    return next((Path(c) for c in _SEARCH_PATHS if os.access(c, os.X_OK)), None)
+    return find_executable("nats-server", "TCU_SIM_NATS_SERVER", _SEARCH_PATHS)
 
 
 class _NodeProcess:
