@@ -62,13 +62,13 @@ Examples:
 """
 
 
-def parse_params(pairs: tuple[str, ...]) -> dict[str, Any]:
+def parse_params(pairs: tuple[str, ...], *, param_hint: str = "PARAMS") -> dict[str, Any]:
     """`key=value` pairs to a dict; values are JSON when they parse as JSON (numbers, true/false), else text."""
     params: dict[str, Any] = {}
     for pair in pairs:
         key, sep, value = pair.partition("=")
         if not sep or not key:
-            raise click.BadParameter(f"{pair!r}: expected KEY=VALUE", param_hint="PARAMS")
+            raise click.BadParameter(f"{pair!r}: expected KEY=VALUE", param_hint=param_hint)
         try:
             params[key] = json.loads(value)
         except ValueError:

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import signal
 import sys
 import time
@@ -30,6 +29,7 @@ from broker.cloud import CloudConfig
 from broker.pki import RECORDER, FleetPKI, PKIError
 from tcu_sim._version import __version__
 from tcu_sim.cli._broker_url import device_broker_url, parse_broker_url, tls_context
+from tcu_sim.cli.car import parse_params
 from tcu_sim.cli.fleet import load_fleet_or_fail
 from tcu_sim.clock import SystemClock
 from tcu_sim.record import (
@@ -146,15 +146,7 @@ def record_show(file: Path) -> None:
 
 
 def _cloud_settings(pairs: tuple[str, ...]) -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for pair in pairs:
-        key, sep, value = pair.partition("=")
-        if not sep or not key:
-            raise click.BadParameter(f"{pair!r}: expected KEY=VALUE", param_hint="--cloud-config")
-        try:
-            out[key] = json.loads(value)
-        except ValueError:
-            out[key] = value
+    out = parse_params(pairs, param_hint="--cloud-config")
     try:
         CloudConfig.model_validate(out)
     except ValidationError as exc:
