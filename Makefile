@@ -5,7 +5,7 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed-stamp
 FLEET  ?= fleet_configs/demo.yaml
 
-.PHONY: run test test-failover lint bench fuzz clean venv
+.PHONY: run test test-failover test-unsettled lint bench fuzz clean venv
 
 venv: $(STAMP)
 
@@ -20,7 +20,11 @@ run: $(STAMP)
 	$(VENV)/bin/tcu-sim up $(FLEET)
 
 test: $(STAMP) lint
-	$(PY) -m pytest -n 2 -q -m "not node_failover"
+	$(PY) -m pytest -n 2 -q -m "not node_failover and not unsettled"
+
+# Tests that do not pass every run yet (see the `unsettled` marker in pyproject.toml).
+test-unsettled: $(STAMP)
+	$(PY) -m pytest -q -m unsettled
 
 # The NATS node-kill failover test, on its own: it does not pass every run yet (see the marker in pyproject.toml).
 test-failover: $(STAMP)

@@ -54,6 +54,7 @@ async def honk_each(ledger: Ledger, user: SimUser, cars: list[SimCar]) -> list[s
     return [await ledger.send(user, car, "honk_and_flash", HONK) for car in cars]
 
 
+@pytest.mark.unsettled
 async def test_t1_graceful_broker_restart(
     ledger: Ledger, cars: list[SimCar], app_user: SimUser, faults: SimFaults
 ) -> None:
